@@ -1,0 +1,106 @@
+"""Bridges between sync and async code: run a coroutine from sync code, iterate an async generator from sync
+code, and iterate a blocking iterator from async code without blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+def run_sync(awaitable: Awaitable[T]) -> T:
+    """Run a coroutine to completion from sync code, also when the calling thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_as_coroutine(awaitable))
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(_as_coroutine(awaitable))
+        except BaseException as err:  # re-raised in the caller's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
+    """Iterate an async iterator from sync code; items arrive as the async side produces them.
+
+    The async side runs on its own loop in a daemon thread; closing the sync iterator early cancels it.
+    """
+    items: queue.Queue[Any] = queue.Queue()
+    loop = asyncio.new_event_loop()
+
+    async def pump() -> None:
+        try:
+            async for item in agen:
+                items.put(item)
+        except BaseException as err:
+            items.put(_Raised(err))
+        finally:
+            items.put(_DONE)
+
+    task_box: dict[str, asyncio.Task[None]] = {}
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        task_box["task"] = loop.create_task(pump())
+        try:
+            loop.run_until_complete(task_box["task"])
+        except BaseException:
+            pass
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        task = task_box.get("task")
+        if task is not None and not task.done():
+            loop.call_soon_threadsafe(task.cancel)
+        thread.join(timeout=30)
+
+
+async def aiterate_blocking(iterator: Iterator[T]) -> AsyncIterator[T]:
+    """Iterate a blocking iterator from async code, each `next` in a worker thread."""
+    try:
+        while True:
+            item = await asyncio.to_thread(next, iterator, _DONE)
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+class _Raised:
+    def __init__(self, error: BaseException):
+        self.error = error

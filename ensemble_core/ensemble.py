@@ -1,0 +1,121 @@
+"""`Ensemble` = members + strategy, with run / arun / stream / astream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ensemble_core.asyncio_bridge import iterate_sync, run_sync
+from ensemble_core.errors import ConfigError
+from ensemble_core.members.base import Member
+from ensemble_core.strategies.base import Strategy
+from ensemble_core.strategies.context import RunContext
+from ensemble_core.strategies.registry import build_strategy
+from ensemble_core.types import Delta, MessagesLike, Params, Request, Result, ToolSpec, to_messages
+
+if TYPE_CHECKING:
+    from ensemble_core.config import EnsembleConfig
+
+ToolLike = ToolSpec | Mapping[str, Any]
+
+
+class Ensemble:
+    """Several members that answer as one, the way `strategy` decides.
+
+    `strategy` is a `Strategy` instance or a registered name (its parameters as keyword arguments):
+    `Ensemble(members, "single", member="smollm2")`. Construction checks that every member the strategy uses
+    has the capabilities it needs.
+    """
+
+    def __init__(self, members: Sequence[Member], strategy: Strategy | str = "fallback", **strategy_params: Any):
+        if not members:
+            raise ConfigError("an ensemble needs at least one member")
+        names = [m.name for m in members]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"member names must be unique; repeated: {', '.join(duplicates)}")
+        if isinstance(strategy, str):
+            strategy = build_strategy(strategy, strategy_params)
+        elif strategy_params:
+            raise ConfigError("strategy parameters go into the Strategy instance when you pass one, not here")
+        self.members: dict[str, Member] = {m.name: m for m in members}
+        self.strategy = strategy
+        strategy.check(self.members)
+
+    @classmethod
+    def from_config(cls, config: str | Path | Mapping[str, Any] | EnsembleConfig) -> Ensemble:
+        """Build from a YAML/JSON file, a dict, or an `EnsembleConfig`."""
+        from ensemble_core.config import load_config
+
+        return load_config(config).build()
+
+    # requests ---------------------------------------------------------------------------------------------
+    def request(
+        self,
+        prompt: MessagesLike,
+        *,
+        tools: Sequence[ToolLike] | None = None,
+        tool_choice: str | None = None,
+        **params: Any,
+    ) -> Request:
+        """A validated `Request` from a question string or messages, tools, and params (max_tokens, ...)."""
+        return Request(
+            messages=to_messages(prompt),
+            tools=[to_tool_spec(t) for t in tools or []],
+            tool_choice=tool_choice,
+            params=Params(**params),
+        )
+
+    async def arun_request(self, request: Request) -> Result:
+        ctx = RunContext(self.members, self.strategy.name)
+        return await self.strategy.arun(ctx, request)
+
+    async def astream_request(self, request: Request) -> AsyncIterator[Delta]:
+        ctx = RunContext(self.members, self.strategy.name)
+        async for delta in self.strategy.astream(ctx, request):
+            yield delta
+
+    # the four entry points ----------------------------------------------------------------------------------
+    async def arun(self, prompt: MessagesLike, **kwargs: Any) -> Result:
+        """Answer a question string or a list of messages; kwargs: tools, tool_choice, max_tokens, temperature,
+        top_p, stop, seed."""
+        return await self.arun_request(self.request(prompt, **kwargs))
+
+    def run(self, prompt: MessagesLike, **kwargs: Any) -> Result:
+        return run_sync(self.arun(prompt, **kwargs))
+
+    async def astream(self, prompt: MessagesLike, **kwargs: Any) -> AsyncIterator[Delta]:
+        """Stream the answer as deltas; the last one has `final=True`, the summed usage and the trace."""
+        request = self.request(prompt, **kwargs)
+        async for delta in self.astream_request(request):
+            yield delta
+
+    def stream(self, prompt: MessagesLike, **kwargs: Any) -> Iterator[Delta]:
+        request = self.request(prompt, **kwargs)
+        return iterate_sync(self.astream_request(request))
+
+    def members_used(self) -> list[Member]:
+        return self.strategy.members_used(list(self.members.values()))
+
+    @property
+    def context_window(self) -> int | None:
+        """The smallest known context window among the members the strategy uses."""
+        windows = [m.context_window for m in self.members_used() if m.context_window]
+        return min(windows) if windows else None
+
+    def __repr__(self) -> str:
+        return f"Ensemble(members={list(self.members)}, strategy={self.strategy!r})"
+
+
+def to_tool_spec(tool: ToolLike) -> ToolSpec:
+    """A `ToolSpec` from itself, an OpenAI tool dict ({"type": "function", "function": {...}}) or a plain
+    {"name", "description", "parameters"} dict."""
+    if isinstance(tool, ToolSpec):
+        return tool
+    body = tool.get("function", tool) if tool.get("type", "function") == "function" else tool
+    return ToolSpec(
+        name=body["name"],
+        description=body.get("description", ""),
+        parameters=body.get("parameters") or {"type": "object", "properties": {}},
+    )

@@ -1,0 +1,61 @@
+"""Errors that name the problem and the fix. Every error the engine raises on purpose is an `EnsembleError`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class EnsembleError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigError(EnsembleError, ValueError):
+    """An invalid ensemble configuration (field, allowed values)."""
+
+
+class UnknownStrategyError(ConfigError):
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"unknown strategy {name!r}; choose one of: {', '.join(sorted(known))}")
+        self.name = name
+
+
+class CapabilityError(ConfigError):
+    """A member lacks a capability the strategy needs."""
+
+
+class EmptyMessagesError(EnsembleError, ValueError):
+    """A request without any message."""
+
+
+class ModelNotFoundError(EnsembleError, FileNotFoundError):
+    """A model path that does not exist or holds no loadable weights."""
+
+
+class ContextWindowError(EnsembleError, ValueError):
+    """A prompt longer than a member's context window."""
+
+    def __init__(self, member: str, prompt_tokens: int, context_window: int):
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens but member {member!r} has a context window of "
+            f"{context_window} tokens: shorten the conversation or use a member with a longer context"
+        )
+        self.member = member
+        self.prompt_tokens = prompt_tokens
+        self.context_window = context_window
+
+
+class MemberError(EnsembleError, RuntimeError):
+    """One member failed to answer (raised, timed out, returned something unusable)."""
+
+    def __init__(self, member: str, message: str):
+        super().__init__(f"member {member!r} failed: {message}")
+        self.member = member
+
+
+class AllMembersFailedError(EnsembleError, RuntimeError):
+    """Every member the strategy tried failed; says why each failed."""
+
+    def __init__(self, errors: Mapping[str, BaseException]):
+        lines = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in errors.items())
+        super().__init__(f"every member failed ({lines})")
+        self.errors = dict(errors)

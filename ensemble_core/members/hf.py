@@ -1,0 +1,458 @@
+"""`HFMember`: a local transformers causal LM (safetensors folder or GGUF file) that can generate, score and
+step. CUDA with bf16 when a GPU is present, CPU float32 otherwise; weights load lazily on first use."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.generation.streamers import BaseStreamer
+
+from ensemble_core.errors import ContextWindowError
+from ensemble_core.members.base import Capability, Member, Price
+from ensemble_core.members.prompting import PLAIN_STOP, plain_prompt, template_messages, with_tools_in_system
+from ensemble_core.members.step import StepSession
+from ensemble_core.members.text_stream import TextAssembler
+from ensemble_core.members.tool_parsing import parse_tool_calls
+from ensemble_core.members.weights import convert_gguf, is_converted, converted_folder, locate
+from ensemble_core.progress import reporting
+from ensemble_core.types import (
+    ContinuationScore,
+    Delta,
+    Generation,
+    Request,
+    TokenLogprob,
+    Usage,
+    tool_calls_to_chunks,
+)
+
+PromptFormat = Literal["auto", "chat", "plain"]
+
+_LOADED: dict[tuple[str, str, str], tuple[Any, PreTrainedTokenizerBase]] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFMember(Member):
+    """A local transformers model. `path` is a safetensors folder, a `.gguf` file, or a folder plus
+    `gguf_file`. GGUF weights are de-quantised once into the user cache and loaded from there afterwards.
+
+    `prompt_format`: "chat" uses the tokenizer's chat template, "plain" a Question/Answer format for base
+    models, "auto" (default) the template when there is one. The trace records which was used.
+    """
+
+    capabilities = frozenset({Capability.GENERATE, Capability.SCORE, Capability.STEP})
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        gguf_file: str | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        prompt_format: PromptFormat = "auto",
+        context_window: int | None = None,
+        trust_remote_code: bool = False,
+        price: Price | None = None,
+        timeout_s: float | None = None,
+        score_batch_size: int = 16,
+    ):
+        self.folder, self.gguf_file = locate(path, gguf_file)
+        default_name = Path(self.gguf_file).stem if self.gguf_file else self.folder.name
+        super().__init__(
+            name or _sanitise(default_name), price=price, context_window=context_window, timeout_s=timeout_s
+        )
+        self.device = torch.device(device or default_device())
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.prompt_format: PromptFormat = prompt_format
+        self.trust_remote_code = trust_remote_code
+        self.score_batch_size = score_batch_size
+        self._model: Any = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._generate_lock = threading.Lock()
+
+    # loading ------------------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the weights now (converting a GGUF file on first use); shared by members of the same model."""
+        if self._model is not None:
+            return
+        with _LOAD_LOCK:
+            folder = self.folder
+            if self.gguf_file:
+                target = converted_folder(self.folder, self.gguf_file)
+                if is_converted(target):
+                    folder = target
+                else:
+                    with reporting(f"converting {self.gguf_file} to safetensors (once; cached in {target.parent})"):
+                        folder = convert_gguf(self.folder, self.gguf_file)
+            key = (str(folder.resolve()), str(self.device), str(self.dtype))
+            if key not in _LOADED:
+                with reporting(f"loading {self.name} on {self.device}"):
+                    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=self.trust_remote_code)
+                    model = AutoModelForCausalLM.from_pretrained(
+                        folder,
+                        dtype=self.dtype,
+                        use_safetensors=True,
+                        trust_remote_code=self.trust_remote_code,
+                    )
+                    _LOADED[key] = (model.to(self.device).eval(), tokenizer)
+            self._model, self._tokenizer = _LOADED[key]
+
+    @property
+    def model(self) -> Any:
+        self.load()
+        return self._model
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        self.load()
+        assert self._tokenizer is not None
+        return self._tokenizer
+
+    @property
+    def context_window(self) -> int | None:
+        if self._context_window is None and self._model is not None:
+            return getattr(self._model.config, "max_position_embeddings", None)
+        return self._context_window
+
+    @property
+    def model_name(self) -> str:
+        return self.gguf_file or self.folder.name
+
+    @property
+    def uses_chat_template(self) -> bool:
+        if self.prompt_format == "auto":
+            return bool(getattr(self.tokenizer, "chat_template", None))
+        return self.prompt_format == "chat"
+
+    # prompts --------------------------------------------------------------------------------------------------
+    def format_prompt(self, request: Request) -> str:
+        messages = request.messages
+        if not self.uses_chat_template:
+            if request.tools:
+                messages = with_tools_in_system(messages, request.tools)
+            return plain_prompt(messages)
+        tools = [t.as_openai() for t in request.tools] or None
+        rendered = self.tokenizer.apply_chat_template(
+            template_messages(messages), tools=tools, add_generation_prompt=True, tokenize=False
+        )
+        if request.tools and not all(t.name in rendered for t in request.tools):
+            # The template ignores tools (SmolLM2's does): describe them in the system message instead.
+            rendered = self.tokenizer.apply_chat_template(
+                template_messages(with_tools_in_system(messages, request.tools)),
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+        return rendered
+
+    def _encode_prompt(self, request: Request) -> list[int]:
+        text = self.format_prompt(request)
+        # A chat template writes its own special tokens; a plain prompt gets the tokenizer's (e.g. <bos>).
+        ids = self.tokenizer(text, add_special_tokens=not self.uses_chat_template)["input_ids"]
+        window = self.context_window
+        if window is not None and len(ids) >= window:
+            raise ContextWindowError(self.name, len(ids), window)
+        return ids
+
+    def _stop_strings(self, request: Request) -> list[str]:
+        return request.params.stop + ([] if self.uses_chat_template else PLAIN_STOP)
+
+    # generate ---------------------------------------------------------------------------------------------------
+    def generate(self, request: Request) -> Generation:
+        start = time.perf_counter()
+        run = _GenerationRun(self, request)
+        run.execute(on_token=None)
+        return run.generation(time.perf_counter() - start)
+
+    def stream(self, request: Request) -> Iterator[Delta]:
+        start = time.perf_counter()
+        run = _GenerationRun(self, request)
+        tokens: queue.Queue[Any] = queue.Queue()
+        worker = threading.Thread(target=run.execute_into, args=(tokens,), daemon=True)
+        worker.start()
+        buffer_for_tools = bool(request.tools)
+        try:
+            while (item := tokens.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                if item and not buffer_for_tools:
+                    yield Delta(text=item, member=self.name)
+        finally:
+            run.cancelled.set()
+            worker.join()
+        generation = run.generation(time.perf_counter() - start)
+        if buffer_for_tools and (generation.text or generation.tool_calls):
+            yield Delta(
+                text=generation.text, tool_call_chunks=tool_calls_to_chunks(generation.tool_calls), member=self.name
+            )
+        yield Delta(member=self.name, final=True, finish_reason=generation.finish_reason, usage=generation.usage)
+
+    # score ------------------------------------------------------------------------------------------------------
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
+        """Sum and mean log-probability of each continuation after its prompt (raw text), right-padded batches."""
+        results: list[ContinuationScore] = []
+        for start in range(0, len(pairs), self.score_batch_size):
+            results.extend(self._score_batch(pairs[start : start + self.score_batch_size]))
+        return results
+
+    def _score_batch(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
+        tok = self.tokenizer
+        rows: list[tuple[list[int], int]] = []
+        for prompt, continuation in pairs:
+            context = (tok(prompt, add_special_tokens=True)["input_ids"] if prompt else []) or [self._bos_id()]
+            target = tok(continuation, add_special_tokens=False)["input_ids"]
+            rows.append((context + target, len(context)))
+        width = max(len(ids) for ids, _ in rows)
+        window = self.context_window
+        if window is not None and width > window:
+            raise ContextWindowError(self.name, width, window)
+        pad = self._pad_id()
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (ids, _) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+        with torch.inference_mode():
+            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        out = []
+        for i, ((ids, n_context), (_, continuation)) in enumerate(zip(rows, pairs)):
+            targets = torch.tensor(ids[n_context:], device=logprobs.device)
+            predicted = logprobs[i, n_context - 1 : len(ids) - 1].gather(-1, targets[:, None]).squeeze(-1)
+            out.append(
+                ContinuationScore(
+                    sum_logprob=float(predicted.sum()), n_tokens=len(targets), n_chars=len(continuation)
+                )
+            )
+        return out
+
+    # step -------------------------------------------------------------------------------------------------------
+    def step_session(self, prompts: Sequence[str]) -> HFStepSession:
+        """Next-token log-probs for each raw prompt (the tokenizer's special tokens added), with a KV cache."""
+        tok = self.tokenizer
+        return HFStepSession(self, [tok(p, add_special_tokens=True)["input_ids"] for p in prompts])
+
+    def _bos_id(self) -> int:
+        tok = self.tokenizer
+        for candidate in (tok.bos_token_id, tok.eos_token_id, 0):
+            if candidate is not None:
+                return candidate
+        return 0
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else self._bos_id()
+
+    def eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos or [])
+
+
+class _GenerationRun:
+    """One `model.generate` call: the prompt, the stop strings, the streamed text and the result."""
+
+    def __init__(self, member: HFMember, request: Request):
+        self.member = member
+        self.request = request
+        self.prompt_ids = member._encode_prompt(request)
+        window = member.context_window or (len(self.prompt_ids) + request.params.max_tokens)
+        self.max_new_tokens = min(request.params.max_tokens, window - len(self.prompt_ids))
+        tok = member.tokenizer
+        self.assembler = TextAssembler(
+            lambda ids: tok.decode(ids, skip_special_tokens=True), member._stop_strings(request)
+        )
+        self.new_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.cancelled = threading.Event()
+        self.hit_eos = False
+
+    def execute_into(self, sink: queue.Queue[Any]) -> None:
+        try:
+            self.execute(on_token=sink.put)
+        except BaseException as err:
+            sink.put(err)
+        finally:
+            sink.put(None)
+
+    def execute(self, on_token: Any) -> None:
+        member, params = self.member, self.request.params
+        streamer = _Streamer(self, on_token)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": not params.greedy,
+            "eos_token_id": member.eos_ids(),
+            "pad_token_id": member._pad_id(),
+            "return_dict_in_generate": True,
+            "output_logits": True,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([_Done(self)]),
+        }
+        if not params.greedy:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        input_ids = torch.tensor([self.prompt_ids], device=member.device)
+        with member._generate_lock, torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            out = member.model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
+            )
+        generated = out.sequences[0, len(self.prompt_ids) :].tolist()
+        for step, logits in enumerate(out.logits[: len(self.new_ids)]):
+            self.logprobs.append(float(torch.log_softmax(logits[0].float(), -1)[generated[step]]))
+        tail = self.assembler.finish()
+        if tail and on_token is not None:
+            on_token(tail)
+
+    def generation(self, latency_s: float) -> Generation:
+        tok = self.member.tokenizer
+        text, tool_calls = parse_tool_calls(self.assembler.text, self.request.tools)
+        if tool_calls:
+            finish = "tool_calls"
+        elif self.assembler.stopped or self.hit_eos:
+            finish = "stop"
+        else:
+            finish = "length" if len(self.new_ids) >= self.max_new_tokens else "stop"
+        return Generation(
+            member=self.member.name,
+            text=text,
+            tool_calls=tool_calls,
+            logprobs=[
+                TokenLogprob(token=tok.decode([i]), logprob=lp) for i, lp in zip(self.new_ids, self.logprobs)
+            ],
+            usage=Usage(input_tokens=len(self.prompt_ids), output_tokens=len(self.new_ids)),
+            latency_s=latency_s,
+            finish_reason=finish,
+            prompt_format="chat-template" if self.member.uses_chat_template else "plain-qa",
+        )
+
+
+class _Streamer(BaseStreamer):
+    """Receives each new token from `model.generate`; ends generation early at a stop string or on cancel."""
+
+    def __init__(self, run: _GenerationRun, on_token: Any):
+        self.run = run
+        self.on_token = on_token
+        self.seen_prompt = False
+        self.eos = set(run.member.eos_ids())
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        if self.run.assembler.stopped or self.run.hit_eos or self.run.cancelled.is_set():
+            return
+        token = int(value.reshape(-1)[0])
+        if token in self.eos:
+            self.run.hit_eos = True
+            return
+        self.run.new_ids.append(token)
+        text = self.run.assembler.add(token)
+        if text and self.on_token is not None:
+            self.on_token(text)
+
+    def end(self) -> None:
+        pass
+
+
+class _Done(StoppingCriteria):
+    """Ends `model.generate` once a stop string is reached or the stream's consumer has gone away."""
+
+    def __init__(self, run: _GenerationRun):
+        self.run = run
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        done = self.run.assembler.stopped or self.run.cancelled.is_set()
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class HFStepSession(StepSession):
+    """Rows of token ids with one `DynamicCache`. Rows advance by different numbers of ids: shorter rows are
+    left-padded inside the new chunk and masked, with positions taken from the attention mask."""
+
+    def __init__(self, member: HFMember, prompts: Sequence[list[int]]):
+        self.member = member
+        self.model = member.model
+        self._rows = [list(p) for p in prompts]
+        window = member.context_window
+        longest = max(len(p) for p in self._rows)
+        if window is not None and longest >= window:
+            raise ContextWindowError(member.name, longest, window)
+        self.cache = DynamicCache(config=self.model.config)
+        self.mask = torch.zeros((len(self._rows), 0), dtype=torch.long, device=member.device)
+        self._logprobs = torch.empty(0)
+        self._forward(self._rows)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._logprobs.shape[-1])
+
+    def logprobs(self) -> torch.Tensor:
+        return self._logprobs
+
+    def token_ids(self, row: int) -> list[int]:
+        return list(self._rows[row])
+
+    def advance(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        if len(token_ids) != len(self._rows):
+            raise ValueError(f"advance needs one list of ids per row ({len(self._rows)}), got {len(token_ids)}")
+        for row, ids in zip(self._rows, token_ids):
+            row.extend(ids)
+        if any(token_ids):
+            self._forward(token_ids)
+        return self._logprobs
+
+    def _forward(self, chunks: Sequence[Sequence[int]]) -> None:
+        width = max(len(c) for c in chunks)
+        pad = self.member._pad_id()
+        ids = torch.full((len(chunks), width), pad, dtype=torch.long)
+        new_mask = torch.zeros((len(chunks), width), dtype=torch.long)
+        for i, chunk in enumerate(chunks):
+            if chunk:
+                ids[i, width - len(chunk) :] = torch.tensor(list(chunk))
+                new_mask[i, width - len(chunk) :] = 1
+        device = self.member.device
+        self.mask = torch.cat([self.mask, new_mask.to(device)], dim=1)
+        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids.to(device),
+                attention_mask=self.mask,
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        fresh = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        if self._logprobs.numel():
+            moved = torch.tensor([bool(c) for c in chunks], device=fresh.device)[:, None]
+            fresh = torch.where(moved, fresh, self._logprobs)
+        self._logprobs = fresh
+
+    def close(self) -> None:
+        self.cache = DynamicCache(config=self.model.config)
+
+
+def _sanitise(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name).strip("-.") or "model"
+    return cleaned[:64]

@@ -1,0 +1,35 @@
+"""The step interface: a member's next-token distribution with its own KV cache, advanced by fed ids.
+
+Token-level strategies drive one `StepSession` per member per request; each row of the session is one prompt.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+
+
+class StepSession(ABC):
+    """Per-request decoding state of one member: a batch of rows, each with its own growing sequence."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Width of the distributions this session returns."""
+
+    @abstractmethod
+    def logprobs(self) -> torch.Tensor:
+        """Next-token log-probabilities for every row, shape [rows, vocab_size], float32."""
+
+    @abstractmethod
+    def advance(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Feed each row its own (possibly empty, possibly several) next token ids; return the new `logprobs()`."""
+
+    @abstractmethod
+    def token_ids(self, row: int) -> list[int]:
+        """All ids of a row so far (prompt and fed ids), without padding."""
+
+    def close(self) -> None:
+        """Free the cache early; sessions are also freed when garbage-collected."""

@@ -1,0 +1,102 @@
+"""Where a local model's weights come from: a safetensors folder as is, or a GGUF file de-quantised once into
+a safetensors folder under the user cache (`LLM_ENSEMBLE_CACHE`, default `~/.cache/llm-ensemble`).
+
+Pickle weights (`*.bin`, `*.pt`) are refused: loading them can run arbitrary code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ensemble_core.errors import ModelNotFoundError
+
+CACHE_ENV = "LLM_ENSEMBLE_CACHE"
+_MANIFEST = "llm-ensemble.json"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "llm-ensemble").expanduser()
+
+
+def locate(path: str | Path, gguf_file: str | None) -> tuple[Path, str | None]:
+    """Validate a model location; returns (folder, gguf file name or None). Names the problem and the fix."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix == ".gguf" and gguf_file is None:
+        return path.parent, path.name
+    if not path.exists():
+        raise ModelNotFoundError(
+            f"model path {str(path)!r} does not exist: pass a folder with config.json and *.safetensors, "
+            "or a GGUF file (or its folder and gguf_file=...)"
+        )
+    if not path.is_dir():
+        raise ModelNotFoundError(f"model path {str(path)!r} is a file but not a .gguf file: pass its folder")
+    if gguf_file is not None:
+        if not (path / gguf_file).is_file():
+            found = ", ".join(sorted(p.name for p in path.glob("*.gguf"))) or "none"
+            raise ModelNotFoundError(f"no GGUF file {gguf_file!r} in {str(path)!r} (GGUF files there: {found})")
+        return path, gguf_file
+    if not list(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        hint = f" (found pickle weights {', '.join(pickles)}: convert them to safetensors)" if pickles else ""
+        raise ModelNotFoundError(
+            f"no *.safetensors weights in {str(path)!r}{hint}; pass gguf_file=... for a GGUF model"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"no config.json in {str(path)!r}: it is not a transformers model folder")
+    return path, None
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted_folder(folder: Path, gguf_file: str) -> Path:
+    """The cache folder for a GGUF file, named by its content hash, so a changed file converts again."""
+    source = folder / gguf_file
+    stat = source.stat()
+    key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / f"{Path(gguf_file).stem}-{key}"
+
+
+def is_converted(target: Path) -> bool:
+    return (target / _MANIFEST).is_file() and (target / "model.safetensors").is_file()
+
+
+def convert_gguf(folder: Path, gguf_file: str) -> Path:
+    """De-quantise a GGUF file into a float32 safetensors folder once; later calls return the cached folder.
+
+    Written into a temporary folder and renamed into place, so an interrupted conversion leaves no half cache.
+    """
+    target = converted_folder(folder, gguf_file)
+    if is_converted(target):
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    # The weights are already de-quantised floats; drop the GGUF marker that blocks save_pretrained.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        source = folder / gguf_file
+        manifest = {"source": str(source.resolve()), "source_sha256": file_digest(source)}
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
