@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ensemble_core.errors import MemberError
 from ensemble_core.members.base import Member
 from ensemble_core.types import (
+    ContinuationScore,
     Delta,
     Generation,
     MemberCall,
@@ -49,6 +50,24 @@ class RunContext:
             return await self.generate(member, request, role)
         except MemberError:
             return None
+
+    async def score(self, member: Member, pairs: Sequence[tuple[str, str]], role: str) -> list[ContinuationScore]:
+        """Call `member.ascore` (prompt, continuation) pairs, bounded by its timeout; record the call (its score
+        is the first pair's sum log-probability); raise `MemberError` on failure."""
+        start = time.perf_counter()
+        try:
+            scores = await asyncio.wait_for(member.ascore(pairs), timeout=member.timeout_s)
+        except Exception as err:
+            raise self._failed(member, role, start, err) from err
+        self.trace.calls.append(
+            MemberCall(
+                member=member.name,
+                role=role,
+                latency_s=time.perf_counter() - start,
+                score=scores[0].sum_logprob if scores else None,
+            )
+        )
+        return scores
 
     async def stream(self, member: Member, request: Request, role: str) -> AsyncIterator[Delta]:
         """Stream a member's non-final deltas and record the whole call when it ends; failures raise
