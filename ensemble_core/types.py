@@ -190,6 +190,11 @@ class Request(_Strict):
     tools: list[ToolSpec] = Field(default_factory=list)
     tool_choice: str | None = None
     params: Params = Field(default_factory=Params)
+    prefill: str = Field(
+        default="",
+        description="text the assistant's answer already begins with; the member continues it and returns only "
+        "the new text (span and step fusion use it to continue a partly written answer)",
+    )
 
     @field_validator("messages")
     @classmethod
@@ -200,6 +205,17 @@ class Request(_Strict):
 
     def with_params(self, **changes: Any) -> Request:
         return self.model_copy(update={"params": self.params.model_copy(update=changes)})
+
+    def with_prefill(self, prefill: str) -> Request:
+        return self.model_copy(update={"prefill": prefill})
+
+    @property
+    def prefilled_messages(self) -> list[Message]:
+        """The messages with the prefill as a last, unfinished assistant turn: how a backend that only takes
+        messages (a chat API) is asked to continue a partly written answer."""
+        if not self.prefill:
+            return list(self.messages)
+        return [*self.messages, Message(role="assistant", content=self.prefill)]
 
 
 class Result(_Strict):

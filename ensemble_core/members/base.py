@@ -116,8 +116,9 @@ class Member(ABC):
         return await asyncio.to_thread(self.score, pairs)
 
     def format_prompt(self, request: Request) -> str:
-        """The exact text this member is given for a chat request (its chat template or plain format)."""
-        return "\n".join(f"{m.role}: {m.content}" for m in request.messages)
+        """The exact text this member is given for a chat request (its chat template or plain format), ending
+        with `request.prefill` when the answer is to continue a partly written one."""
+        return "\n".join(f"{m.role}: {m.content}" for m in request.prefilled_messages)
 
     # step -----------------------------------------------------------------------------------------------
     def step_session(self, prompts: Sequence[str]) -> StepSession:

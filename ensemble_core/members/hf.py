@@ -146,6 +146,15 @@ class HFMember(Member):
 
     # prompts --------------------------------------------------------------------------------------------------
     def format_prompt(self, request: Request) -> str:
+        """The chat template (or plain format) of the request, followed by `request.prefill`: a plain prompt
+        ends with "Answer:", so the prefill follows it after one space, as the model would write it."""
+        if not request.prefill:
+            return self._format_messages(request)
+        if self.uses_chat_template:
+            return self._format_messages(request) + request.prefill
+        return f"{self._format_messages(request)} {request.prefill.lstrip()}"
+
+    def _format_messages(self, request: Request) -> str:
         messages = request.messages
         if not self.uses_chat_template:
             if request.tools:

@@ -102,6 +102,20 @@ class RunContext:
         )
         self.record(member, role, generation, time.perf_counter() - start)
 
+    async def score(
+        self, member: Member, pairs: Sequence[tuple[str, str]], role: str
+    ) -> list[ContinuationScore]:
+        """Call `member.ascore`, bounded by its timeout; record the call (usage counts the scored tokens as
+        input); raise `MemberError` on failure."""
+        start = time.perf_counter()
+        try:
+            scores = await asyncio.wait_for(member.ascore(pairs), timeout=member.timeout_s)
+        except Exception as err:
+            raise self._failed(member, role, start, err) from err
+        usage = Usage(input_tokens=sum(s.n_tokens for s in scores))
+        self.record(member, role, Generation(member=member.name, usage=usage), time.perf_counter() - start)
+        return scores
+
     def record(
         self, member: Member, role: str, generation: Generation, latency_s: float, score: float | None = None
     ) -> MemberCall:
@@ -151,10 +165,12 @@ class RunContext:
             trace=self.trace,
         )
 
-    def final_delta(self, chosen: str, reason: str, **details: Any) -> Delta:
-        """The last delta of a stream: usage summed over every call, and the trace; the finish reason is that
-        of the chosen member's last successful call."""
-        finish_reason = next(
+    def final_delta(
+        self, chosen: str, reason: str, finish_reason: FinishReason | None = None, **details: Any
+    ) -> Delta:
+        """The last delta of a stream: usage summed over every call, and the trace; the finish reason, unless
+        given, is that of the chosen member's last successful call."""
+        finish_reason = finish_reason or next(
             (c.finish_reason for c in reversed(self.trace.calls) if c.member == chosen and c.ok and c.finish_reason),
             "stop",
         )
