@@ -102,20 +102,6 @@ class RunContext:
         )
         self.record(member, role, generation, time.perf_counter() - start)
 
-    async def score(
-        self, member: Member, pairs: Sequence[tuple[str, str]], role: str
-    ) -> list[ContinuationScore]:
-        """Call `member.ascore`, bounded by its timeout; record the call (usage counts the scored tokens as
-        input); raise `MemberError` on failure."""
-        start = time.perf_counter()
-        try:
-            scores = await asyncio.wait_for(member.ascore(pairs), timeout=member.timeout_s)
-        except Exception as err:
-            raise self._failed(member, role, start, err) from err
-        usage = Usage(input_tokens=sum(s.n_tokens for s in scores))
-        self.record(member, role, Generation(member=member.name, usage=usage), time.perf_counter() - start)
-        return scores
-
     def record(
         self, member: Member, role: str, generation: Generation, latency_s: float, score: float | None = None
     ) -> MemberCall:
