@@ -50,13 +50,13 @@ def minilm_path() -> Path:
 def smollm2(**kwargs: object) -> Member:
     from ensemble_core.members.hf import HFMember
 
-    return HFMember(smollm2_path(), name="smollm2", prompt_format="chat", **kwargs)  # type: ignore[arg-type]
+    return HFMember(smollm2_path(), **{"name": "smollm2", "prompt_format": "chat", **kwargs})  # type: ignore[arg-type]
 
 
 def gemma3(**kwargs: object) -> Member:
     from ensemble_core.members.hf import HFMember
 
-    return HFMember(gemma3_path(), name="gemma3", prompt_format="plain", **kwargs)  # type: ignore[arg-type]
+    return HFMember(gemma3_path(), **{"name": "gemma3", "prompt_format": "plain", **kwargs})  # type: ignore[arg-type]
 
 
 def default_members(**kwargs: object) -> list[Member]:

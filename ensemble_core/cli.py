@@ -1,0 +1,193 @@
+"""The `llm-ensemble` command: ask one question, chat, list strategies; eval and bench for the numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from ensemble_core import progress
+from ensemble_core.errors import EnsembleError
+from ensemble_core.types import Message, Result, Trace
+
+app = typer.Typer(
+    help="Several LLMs that answer as one. Without --config, the embedded default models answer.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+StrategyOpt = Annotated[
+    Optional[str], typer.Option("--strategy", "-s", help="strategy name (see `llm-ensemble strategies`)")
+]
+ParamOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--param", "-p", help="strategy parameter KEY=VALUE (VALUE as YAML: 3, 0.5, [a, b]); repeatable"),
+]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="ensemble config file (YAML or JSON)")]
+MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", help="most tokens in the answer")]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", help="0 = greedy")]
+SystemOpt = Annotated[Optional[str], typer.Option("--system", help="a system message")]
+
+
+@contextlib.contextmanager
+def _spinner(message: str) -> Iterator[None]:
+    with err.status(f"[dim]{message}…[/dim]", spinner="dots"):
+        yield
+
+
+def _build(strategy: str | None, params: list[str] | None, config: Path | None):  # noqa: ANN202
+    """The ensemble from a config file or the embedded default; members load lazily, with a spinner."""
+    progress.set_reporter(_spinner)
+    from ensemble_core.config import load_config
+    from ensemble_core.ensemble import Ensemble
+
+    parsed = _parse_params(params or [])
+    if config is not None:
+        cfg = load_config(config)
+        if strategy:
+            cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"name": strategy, "params": parsed})})
+        elif parsed:
+            cfg.strategy.params.update(parsed)
+        return cfg.build()
+    from ensemble_core.defaults import DEFAULT_STRATEGY, default_members
+
+    return Ensemble(default_members(), strategy or DEFAULT_STRATEGY, **parsed)
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--param {item!r}: write KEY=VALUE")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def _trace_table(trace: Trace) -> Table:
+    table = Table(title=f"strategy: {trace.strategy} · chosen: {trace.chosen} · {trace.reason}", title_justify="left")
+    for column in ("member", "role", "ok", "tokens in/out", "latency", "prompt format", "score"):
+        table.add_column(column)
+    for call in trace.calls:
+        table.add_row(
+            call.member,
+            call.role,
+            "yes" if call.ok else f"[red]no[/red]: {call.error}",
+            f"{call.usage.input_tokens}/{call.usage.output_tokens}",
+            f"{call.latency_s:.2f}s",
+            call.prompt_format or "",
+            "" if call.score is None else f"{call.score:.3f}",
+        )
+    return table
+
+
+def _json_result(result: Result) -> str:
+    return json.dumps(
+        {
+            "answer": result.text,
+            "tool_calls": [c.model_dump() for c in result.tool_calls],
+            "finish_reason": result.finish_reason,
+            "usage": {**result.usage.model_dump(), "total_tokens": result.usage.total_tokens},
+            "trace": result.trace.model_dump(mode="json"),
+        },
+        indent=2,
+        ensure_ascii=False,
+    )
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="the question")],
+    strategy: StrategyOpt = None,
+    param: ParamOpt = None,
+    config: ConfigOpt = None,
+    max_tokens: MaxTokensOpt = 128,
+    temperature: TemperatureOpt = 0.0,
+    system: SystemOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the answer and the trace as JSON")] = False,
+) -> None:
+    """Ask one question; print the answer and a table of who said what."""
+    try:
+        ensemble = _build(strategy, param, config)
+        messages = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=question)]
+        result = ensemble.run(messages, max_tokens=max_tokens, temperature=temperature)
+    except EnsembleError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    if as_json:
+        print(_json_result(result))
+        return
+    out.print(result.text.strip() or "(no text)")
+    for call in result.tool_calls:
+        out.print(f"[cyan]tool call[/cyan] {call.name}({json.dumps(call.arguments)})")
+    err.print(_trace_table(result.trace))
+    err.print(f"[dim]usage: {result.usage.input_tokens} in, {result.usage.output_tokens} out[/dim]")
+
+
+@app.command()
+def chat(
+    strategy: StrategyOpt = None,
+    param: ParamOpt = None,
+    config: ConfigOpt = None,
+    max_tokens: MaxTokensOpt = 256,
+    temperature: TemperatureOpt = 0.0,
+    system: SystemOpt = None,
+) -> None:
+    """Chat interactively; answers stream as the strategy decides them. Empty line, 'exit' or Ctrl-D ends."""
+    try:
+        ensemble = _build(strategy, param, config)
+    except EnsembleError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    history: list[Message] = [Message(role="system", content=system)] if system else []
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if line in ("", "exit", "quit"):
+            break
+        history.append(Message(role="user", content=line))
+        answer: list[str] = []
+        trace: Trace | None = None
+        sys.stdout.write("ensemble> ")
+        try:
+            for delta in ensemble.stream(history, max_tokens=max_tokens, temperature=temperature):
+                sys.stdout.write(delta.text)
+                sys.stdout.flush()
+                answer.append(delta.text)
+                trace = delta.trace or trace
+        except EnsembleError as error:
+            err.print(f"\n[red]error:[/red] {error}")
+            history.pop()
+            continue
+        sys.stdout.write("\n")
+        history.append(Message(role="assistant", content="".join(answer)))
+        if trace is not None:
+            err.print(f"[dim]{trace.strategy}: {trace.chosen} · {trace.reason} · {trace.usage.total_tokens} tokens[/dim]")
+
+
+@app.command()
+def strategies() -> None:
+    """List the registered strategies, their papers and their parameters."""
+    from ensemble_core.strategies.registry import strategy_class, strategy_names
+
+    for name in strategy_names():
+        cls = strategy_class(name)
+        out.print(f"[bold]{name}[/bold] ({cls.__name__}): {cls.summary}")
+        if cls.paper:
+            out.print(f"  paper: {cls.paper}")
+        out.print(f"  needs: {', '.join(sorted(c.value for c in cls.requires))}")
+        for field_name, field in cls.model_fields.items():
+            default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
+            out.print(f"  --param {field_name}=…  {field.description or ''} ({default})")
