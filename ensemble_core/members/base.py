@@ -77,6 +77,11 @@ class Member(ABC):
         """The underlying model's name, for `response_metadata` and traces."""
         return self.name
 
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the member takes `request.tools` and can answer with tool calls (adapters report it)."""
+        return True
+
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
