@@ -3,6 +3,7 @@ step. CUDA with bf16 when a GPU is present, CPU float32 otherwise; weights load 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -20,6 +21,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 from transformers.generation.streamers import BaseStreamer
+from transformers.utils import logging as hf_logging
 
 from ensemble_core.errors import ContextWindowError
 from ensemble_core.members.base import Capability, Member, Price
@@ -106,7 +108,7 @@ class HFMember(Member):
                         folder = convert_gguf(self.folder, self.gguf_file)
             key = (str(folder.resolve()), str(self.device), str(self.dtype))
             if key not in _LOADED:
-                with reporting(f"loading {self.name} on {self.device}"):
+                with reporting(f"loading {self.name} on {self.device}"), _quiet_progress_bars():
                     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=self.trust_remote_code)
                     model = AutoModelForCausalLM.from_pretrained(
                         folder,
@@ -173,10 +175,15 @@ class HFMember(Member):
             )
         return rendered
 
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of a prompt text, with the tokenizer's special tokens (e.g. <bos>) unless the text already starts
+        with them (a rendered chat template does). Generate, score and step all encode prompts this way."""
+        bos = self.tokenizer.bos_token
+        add_special = not (bos and text.startswith(bos))
+        return self.tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
     def _encode_prompt(self, request: Request) -> list[int]:
-        text = self.format_prompt(request)
-        # A chat template writes its own special tokens; a plain prompt gets the tokenizer's (e.g. <bos>).
-        ids = self.tokenizer(text, add_special_tokens=not self.uses_chat_template)["input_ids"]
+        ids = self.encode_text(self.format_prompt(request))
         window = self.context_window
         if window is not None and len(ids) >= window:
             raise ContextWindowError(self.name, len(ids), window)
@@ -227,7 +234,7 @@ class HFMember(Member):
         tok = self.tokenizer
         rows: list[tuple[list[int], int]] = []
         for prompt, continuation in pairs:
-            context = (tok(prompt, add_special_tokens=True)["input_ids"] if prompt else []) or [self._bos_id()]
+            context = (self.encode_text(prompt) if prompt else []) or [self._bos_id()]
             target = tok(continuation, add_special_tokens=False)["input_ids"]
             rows.append((context + target, len(context)))
         width = max(len(ids) for ids, _ in rows)
@@ -256,9 +263,8 @@ class HFMember(Member):
 
     # step -------------------------------------------------------------------------------------------------------
     def step_session(self, prompts: Sequence[str]) -> HFStepSession:
-        """Next-token log-probs for each raw prompt (the tokenizer's special tokens added), with a KV cache."""
-        tok = self.tokenizer
-        return HFStepSession(self, [tok(p, add_special_tokens=True)["input_ids"] for p in prompts])
+        """Next-token log-probs for each prompt text (encoded as `encode_text` does), with a KV cache."""
+        return HFStepSession(self, [self.encode_text(p) for p in prompts])
 
     def _bos_id(self) -> int:
         tok = self.tokenizer
@@ -460,6 +466,18 @@ class HFStepSession(StepSession):
 
     def close(self) -> None:
         self.cache = DynamicCache(config=self.model.config)
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """Hide transformers' per-tensor progress bar for the fast safetensors load (the GGUF conversion keeps it)."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _sanitise(name: str) -> str:
