@@ -1,0 +1,298 @@
+"""`EnsembleChatModel`: an `Ensemble` as a LangChain `BaseChatModel`, so a chain, agent or LangGraph graph
+swaps `ChatOpenAI(...)` for an ensemble and nothing else changes. It translates and nothing else: the
+ensemble's strategy decides who answers and how."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput, LangSmithParams
+from langchain_core.language_models.model_profile import ModelProfile
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from ensemble_core.asyncio_bridge import iterate_sync, run_sync
+from ensemble_core.ensemble import Ensemble
+from ensemble_core.errors import ConfigError
+from ensemble_core.members.base import Member
+from ensemble_core.types import Delta, Params, Request, Result
+from langchain_ensemble.member import LangChainMember
+from langchain_ensemble.messages import delta_to_chunk, result_to_message, to_engine_messages
+from langchain_ensemble.tools import engine_tool_choice, to_openai_tools, to_tool_specs
+
+# Generation parameters a call may override (`model.invoke(..., max_tokens=8)` or `.bind(...)`).
+_PARAMS = ("max_tokens", "temperature", "top_p", "seed")
+
+
+class EnsembleChatModel(BaseChatModel):
+    """A LangChain chat model whose answers come from an ensemble of LLMs.
+
+    Build it from an `Ensemble` (`EnsembleChatModel(ensemble=ens)`), from a config file
+    (`EnsembleChatModel.from_config("ensemble.yaml")`), or from members and a strategy name
+    (`EnsembleChatModel(members=[...], strategy="fallback", strategy_params={...})`). Members are engine
+    members (`HFMember`, `OpenAICompatMember`, ...) or LangChain chat models, which are wrapped in
+    `LangChainMember`. A call's `model=` names one member to answer alone.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    ensemble: Ensemble | None = Field(default=None, exclude=True, description="the ensemble that answers")
+    members: list[Member | BaseChatModel] | None = Field(
+        default=None, exclude=True, description="members, when no `ensemble` is given (LangChain models are wrapped)"
+    )
+    strategy: str = Field(default="fallback", description="registered strategy name, used with `members`")
+    strategy_params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters")
+    model_name: str | None = Field(
+        default=None, description="name in response_metadata and traces; default: strategy[member,...]"
+    )
+    temperature: float | None = Field(default=None, description="sampling temperature (engine default: 0, greedy)")
+    max_tokens: int | None = Field(default=None, description="most new tokens per answer (engine default: 256)")
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] | None = Field(default=None, description="stop sequences for every call")
+    timeout: float | None = Field(default=None, gt=0, description="seconds a whole ensemble call may take")
+    streaming: bool = Field(default=False, description="invoke() streams internally (callbacks see tokens)")
+
+    _ensemble: Ensemble = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _build_ensemble(self) -> EnsembleChatModel:
+        if self.ensemble is not None and self.members is not None:
+            raise ConfigError("pass either ensemble=... or members=[...] (with strategy=...), not both")
+        if self.ensemble is not None:
+            if self.strategy_params:
+                raise ConfigError("strategy_params go with members=[...]; an Ensemble already has its strategy")
+            self._ensemble = self.ensemble
+        elif self.members:
+            members = [m if isinstance(m, Member) else LangChainMember(m) for m in self.members]
+            self._ensemble = Ensemble(members, self.strategy, **self.strategy_params)
+        else:
+            raise ConfigError(
+                "EnsembleChatModel needs an ensemble: pass ensemble=Ensemble(...), members=[...] with "
+                "strategy='...', or use EnsembleChatModel.from_config('ensemble.yaml')"
+            )
+        if self.model_name is None:
+            self.model_name = _ensemble_name(self._ensemble)
+        if self.profile is None:  # the base class resolves it before the ensemble exists
+            self.profile = self._resolve_model_profile()
+        return self
+
+    @classmethod
+    def from_config(cls, config: str | Path | dict[str, Any], **kwargs: Any) -> EnsembleChatModel:
+        """Build from an ensemble config file (YAML/JSON) or dict; kwargs set the chat model's own fields."""
+        return cls(ensemble=Ensemble.from_config(config), **kwargs)
+
+    @property
+    def engine(self) -> Ensemble:
+        """The `Ensemble` that answers."""
+        return self._ensemble
+
+    # LangChain metadata -------------------------------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "llm-ensemble"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "strategy": repr(self._ensemble.strategy),
+            "members": [f"{m.name}={m.model_name}" for m in self._ensemble.members.values()],
+            **{k: getattr(self, k) for k in (*_PARAMS, "stop", "timeout")},
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="llm-ensemble",
+            ls_model_name=kwargs.get("model") or self.model_name or "",
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """What the ensemble really supports: text in and out; tool calling when every member can take tools;
+        forced tool choice only when every member honours it; no native structured output."""
+        members = self._ensemble.members_used()
+        tools = all(_takes_tools(m) for m in members)
+        profile = ModelProfile(
+            text_inputs=True,
+            image_inputs=False,
+            image_url_inputs=False,
+            pdf_inputs=False,
+            audio_inputs=False,
+            video_inputs=False,
+            image_tool_message=False,
+            pdf_tool_message=False,
+            text_outputs=True,
+            image_outputs=False,
+            audio_outputs=False,
+            video_outputs=False,
+            reasoning_output=False,
+            tool_calling=tools,
+            tool_choice=tools and all(getattr(m, "honors_tool_choice", False) for m in members),
+            tool_call_streaming=tools,
+            structured_output=False,
+            temperature=True,
+        )
+        window = self._ensemble.context_window
+        if window:
+            profile["max_input_tokens"] = window
+        return profile
+
+    # tools --------------------------------------------------------------------------------------------------
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (any form LangChain accepts) and, optionally, `tool_choice` ('auto', 'none', 'any' or a
+        tool's name); other keyword arguments are bound as call arguments."""
+        formatted = to_openai_tools(tools, strict=strict)
+        choice = engine_tool_choice(tool_choice, [t["function"]["name"] for t in formatted])
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        return self.bind(tools=formatted, **kwargs)
+
+    # generation ---------------------------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        ensemble, request = self._prepare(messages, stop, kwargs)
+        return self._chat_result(run_sync(self._arun(ensemble, request)), ensemble)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        ensemble, request = self._prepare(messages, stop, kwargs)
+        return self._chat_result(await self._arun(ensemble, request), ensemble)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        ensemble, request = self._prepare(messages, stop, kwargs)
+        name = self._name_for(ensemble)
+        for delta in iterate_sync(self._adeltas(ensemble, request)):
+            yield ChatGenerationChunk(message=delta_to_chunk(delta, name))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        ensemble, request = self._prepare(messages, stop, kwargs)
+        name = self._name_for(ensemble)
+        async for delta in self._adeltas(ensemble, request):
+            yield ChatGenerationChunk(message=delta_to_chunk(delta, name))
+
+    # translation --------------------------------------------------------------------------------------------
+    def _prepare(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[Ensemble, Request]:
+        """The ensemble that answers this call (the whole one, or the member named by `model=`) and the
+        engine request: messages, bound tools and tool choice, and params (call arguments over fields)."""
+        kwargs = dict(kwargs)
+        ensemble = self._ensemble_for(kwargs.pop("model", None))
+        tools = to_tool_specs(kwargs.pop("tools", None) or [])
+        tool_choice = engine_tool_choice(kwargs.pop("tool_choice", None), [t.name for t in tools])
+        params = {k: kwargs.pop(k, getattr(self, k)) for k in _PARAMS}
+        unknown = sorted(kwargs)
+        if unknown:
+            raise ConfigError(
+                f"EnsembleChatModel does not take the call argument(s) {', '.join(unknown)}; it takes: model, "
+                f"tools, tool_choice, stop, {', '.join(_PARAMS)}"
+            )
+        stop = stop if stop is not None else self.stop
+        params = Params(**{k: v for k, v in params.items() if v is not None}, stop=stop or [])
+        request = Request(
+            messages=to_engine_messages(messages), tools=tools, tool_choice=tool_choice, params=params
+        )
+        return ensemble, request
+
+    def _ensemble_for(self, model: str | None) -> Ensemble:
+        """`model=` at call time: the ensemble's own name (or None) means the whole ensemble; a member's name
+        means that member alone (the `single` strategy over the same members)."""
+        if model is None or model == self.model_name:
+            return self._ensemble
+        if model not in self._ensemble.members:
+            raise ConfigError(
+                f"model={model!r} names no member of this ensemble; the members are: "
+                f"{', '.join(self._ensemble.members)} (leave model out to ask the whole ensemble)"
+            )
+        return Ensemble(list(self._ensemble.members.values()), "single", member=model)
+
+    def _name_for(self, ensemble: Ensemble) -> str:
+        return (self.model_name or "") if ensemble is self._ensemble else _ensemble_name(ensemble)
+
+    async def _arun(self, ensemble: Ensemble, request: Request) -> Result:
+        try:
+            return await asyncio.wait_for(ensemble.arun_request(request), timeout=self.timeout)
+        except TimeoutError as err:
+            raise TimeoutError(f"the ensemble did not answer within timeout={self.timeout} s") from err
+
+    async def _adeltas(self, ensemble: Ensemble, request: Request) -> AsyncIterator[Delta]:
+        """The ensemble's deltas as it decides them, empty ones left out, within `timeout` for the whole stream."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        stream = ensemble.astream_request(request)
+        try:
+            while True:
+                remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+                try:
+                    delta = await asyncio.wait_for(anext(stream), timeout=remaining)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as err:
+                    raise TimeoutError(f"the ensemble did not finish within timeout={self.timeout} s") from err
+                if delta.final or delta.text or delta.tool_call_chunks:
+                    yield delta
+        finally:
+            await stream.aclose()
+
+    def _chat_result(self, result: Result, ensemble: Ensemble) -> ChatResult:
+        name = self._name_for(ensemble)
+        message = result_to_message(result, name)
+        return ChatResult(
+            generations=[ChatGeneration(message=message, generation_info={"finish_reason": result.finish_reason})]
+        )
+
+
+def _ensemble_name(ensemble: Ensemble) -> str:
+    """`strategy[member,...]`, e.g. `fallback[smollm2,gemma3]` or `single[gemma3]`."""
+    return f"{ensemble.strategy.name}[{','.join(m.name for m in ensemble.members_used())}]"
+
+
+def _takes_tools(member: Member) -> bool:
+    """Engine members take tools (HF members through the chat template and output parsing); a wrapped
+    LangChain model only when it implements `bind_tools`."""
+    return getattr(member, "supports_tools", True)
