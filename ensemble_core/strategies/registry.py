@@ -13,6 +13,10 @@ from ensemble_core.strategies.base import Strategy
 STRATEGIES: dict[str, str] = {
     "single": "ensemble_core.strategies.single:Single",
     "fallback": "ensemble_core.strategies.fallback:Fallback",
+    "cascade": "ensemble_core.strategies.cascade:Cascade",
+    "rank-and-fuse": "ensemble_core.strategies.rank_and_fuse:RankAndFuse",
+    "vote": "ensemble_core.strategies.vote:Vote",
+    "mbr": "ensemble_core.strategies.mbr:MBR",
 }
 
 
