@@ -125,6 +125,10 @@ class Member(ABC):
         with `request.prefill` when the answer is to continue a partly written one."""
         return "\n".join(f"{m.role}: {m.content}" for m in request.prefilled_messages)
 
+    def stop_strings(self, request: Request) -> list[str]:
+        """The stop strings this member's prompt format needs on top of the request's (default: the request's)."""
+        return list(request.params.stop)
+
     # step -----------------------------------------------------------------------------------------------
     def step_session(self, prompts: Sequence[str]) -> StepSession:
         """Start a stepping session on raw prompt texts (one row each): next-token log-probs with a KV cache."""

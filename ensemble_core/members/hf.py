@@ -189,7 +189,7 @@ class HFMember(Member):
             raise ContextWindowError(self.name, len(ids), window)
         return ids
 
-    def _stop_strings(self, request: Request) -> list[str]:
+    def stop_strings(self, request: Request) -> list[str]:
         return request.params.stop + ([] if self.uses_chat_template else PLAIN_STOP)
 
     # generate ---------------------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ class _GenerationRun:
         self.max_new_tokens = min(request.params.max_tokens, window - len(self.prompt_ids))
         tok = member.tokenizer
         self.assembler = TextAssembler(
-            lambda ids: tok.decode(ids, skip_special_tokens=True), member._stop_strings(request)
+            lambda ids: tok.decode(ids, skip_special_tokens=True), member.stop_strings(request)
         )
         self.new_ids: list[int] = []
         self.logprobs: list[float] = []

@@ -17,6 +17,7 @@ STRATEGIES: dict[str, str] = {
     "rank-and-fuse": "ensemble_core.strategies.rank_and_fuse:RankAndFuse",
     "vote": "ensemble_core.strategies.vote:Vote",
     "mbr": "ensemble_core.strategies.mbr:MBR",
+    "token-fusion": "ensemble_core.strategies.token_fusion:TokenFusion",
 }
 
 

@@ -1,0 +1,93 @@
+"""Mixing next-token distributions of several members in the union vocabulary, and choosing a token.
+
+`prob` mixes probabilities (a mixture of experts: p = sum_i w_i p_i); `logit` mixes log-probabilities (a
+product of experts, PackLLM's choice: p ~ exp(sum_i w_i log p_i)). Members with different tokenizers are first
+projected into the union vocabulary of their `Alignment` with one `index_add_` each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+from ensemble_core.alignment import Alignment
+from ensemble_core.types import Params
+
+Mixing = Literal["prob", "logit"]
+
+# log of the smallest probability a member is taken to give a token it lacks or rules out (logit mixing):
+# finite, so a weight of 0 removes a member exactly instead of giving 0 * -inf = nan.
+_LOG_FLOOR = -69.0
+
+
+class Mixer:
+    """Mixes the members' log-probabilities ([rows, own vocabulary] each) into scores over the union vocabulary."""
+
+    def __init__(self, alignment: Alignment, mixing: Mixing):
+        self.alignment = alignment
+        self.mixing = mixing
+
+    def _project(self, member: int, probs: torch.Tensor) -> torch.Tensor:
+        """Probabilities over a member's vocabulary -> over the union (tokens with equal bytes add up)."""
+        if self.alignment.shared:
+            return probs
+        index = self.alignment.index(member, probs.device)
+        out = torch.zeros((probs.shape[0], self.alignment.size), dtype=probs.dtype, device=probs.device)
+        return out.index_add_(1, index, probs)
+
+    def own(self, member: int, logprobs: torch.Tensor) -> torch.Tensor:
+        """A member's log-probabilities cut to its tokenizer's ids (models may pad their output layer)."""
+        return logprobs[:, : len(self.alignment.tables[member].data)]
+
+    def mix(self, logprobs: Sequence[torch.Tensor], members: Sequence[int], weights: torch.Tensor) -> torch.Tensor:
+        """Log-space scores [rows, union] of the mixture; `weights` is [rows, len(members)] and sums to 1 per row.
+        Members whose weight is 0 in every row are skipped (they cannot change the result)."""
+        device = logprobs[0].device
+        weights = weights.to(device)
+        total: torch.Tensor | None = None
+        for column, (member, lp) in enumerate(zip(members, logprobs)):
+            w = weights[:, column : column + 1]
+            if not bool((w != 0).any()):
+                continue
+            lp = self.own(member, lp.to(device))
+            if self.mixing == "prob":
+                part = self._project(member, lp.exp()) * w
+            elif self.alignment.shared:
+                part = lp.clamp_min(_LOG_FLOOR) * w
+            else:
+                part = self._project(member, lp.exp()).clamp_min_(torch.finfo(lp.dtype).tiny).log_().clamp_min_(
+                    _LOG_FLOOR
+                ) * w
+            total = part if total is None else total.add_(part)
+        assert total is not None, "at least one member has a non-zero weight"
+        return total.log_() if self.mixing == "prob" else total
+
+    def top(self, member: int, logprobs: torch.Tensor) -> list[int]:
+        """Each row's most likely token of one member, as union ids (who agreed with the choice)."""
+        best = self.own(member, logprobs).argmax(-1).cpu()
+        return self.alignment.to_union[member][best].tolist()
+
+
+def choose(scores: torch.Tensor, params: Sequence[Params], generators: Sequence[torch.Generator | None]) -> list[int]:
+    """One union id per row: the argmax for greedy rows, else a sample after temperature and top-p warping."""
+    chosen = scores.argmax(-1).tolist()
+    for row, (p, generator) in enumerate(zip(params, generators)):
+        if p.greedy:
+            continue
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(p.temperature)])
+        if p.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(p.top_p))
+        warped = warpers(None, scores[row : row + 1].float())  # type: ignore[arg-type]
+        probs = torch.softmax(warped, dim=-1)
+        chosen[row] = int(torch.multinomial(probs, 1, generator=generator))
+    return chosen
+
+
+def generator_for(params: Params, device: torch.device) -> torch.Generator | None:
+    """A seeded random generator for a sampled row with a seed (reproducible), else None (global RNG)."""
+    if params.greedy or params.seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(params.seed)

@@ -1,0 +1,210 @@
+"""`TokenFusion`: mix the members' next-token distributions at every step (PackLLM, GaC).
+
+Every member steps on its own KV cache; the distributions are mixed with weights (uniform, fixed, or PackLLM's
+prompt-perplexity weights), one token is chosen and every member reads it in its own ids. Members with
+different tokenizers meet in a union vocabulary (`ensemble_core.alignment`). Several requests fuse together as
+rows of one batch (`arun_batch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field, field_validator
+
+from ensemble_core.asyncio_bridge import aiterate_blocking
+from ensemble_core.errors import ConfigError, MemberError
+from ensemble_core.fused_decoding import FusedDecoding, RowOutcome, member_alignment
+from ensemble_core.members.base import Capability, Member
+from ensemble_core.members.tool_parsing import parse_tool_calls
+from ensemble_core.mixing import Mixer, Mixing
+from ensemble_core.scoring.packllm import FusedPromptPerplexity, opt_weights, sim_weights
+from ensemble_core.scoring.perplexity import prompt_perplexities
+from ensemble_core.strategies.base import Strategy, resolve_member
+from ensemble_core.strategies.context import RunContext
+from ensemble_core.types import Delta, Generation, MemberCall, Request, Result, Usage, tool_calls_to_chunks
+
+WeightMethod = Literal["uniform", "packllm-sim", "packllm-opt"]
+
+
+class TokenFusion(Strategy):
+    """Fuse the members token by token: mixed next-token distributions, one shared answer."""
+
+    name: ClassVar[str] = "token-fusion"
+    summary: ClassVar[str] = "mix the members' next-token distributions at every step (same or different tokenizers)"
+    paper: ClassVar[str | None] = (
+        "Mavromatis et al. 2024, Pack of LLMs: Model Fusion at Test-Time via Perplexity Optimization (PackLLM); "
+        "Yu et al. 2024, Breaking the Ceiling of the LLM Community by Treating Token Generation as a "
+        "Classification for Ensembling (GaC)"
+    )
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.STEP})
+
+    weights: WeightMethod | dict[str, float] = Field(
+        default="uniform",
+        description="'uniform', {member: weight} (normalised; unnamed members get 0), 'packllm-sim' "
+        "(softmax(-log perplexity of the prompt / tau), per request) or 'packllm-opt' (greedy search for the "
+        "weights that minimise the fused perplexity of the prompt, per request)",
+    )
+    mixing: Mixing = Field(
+        default="prob",
+        description="'prob': mix probabilities (mixture); 'logit': mix log-probabilities (product, PackLLM's choice)",
+    )
+    tau: float = Field(default=0.1, gt=0, description="packllm-sim temperature: lower favours the least surprised member more")
+    opt_grid: int = Field(default=11, ge=2, description="packllm-opt: grid points for each member's share in [0, 1]")
+    members: list[str] | None = Field(default=None, description="names of the members to fuse; default: all")
+    trace_tokens: bool = Field(
+        default=False, description="record every chosen token and which members agreed with it in the trace"
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _valid_weights(cls, weights: WeightMethod | dict[str, float]) -> WeightMethod | dict[str, float]:
+        if isinstance(weights, dict):
+            if any(w < 0 for w in weights.values()):
+                raise ValueError("fixed weights must be >= 0")
+            if not sum(weights.values()) > 0:
+                raise ValueError("fixed weights must not all be 0")
+        return weights
+
+    def members_used(self, members: Sequence[Member]) -> list[Member]:
+        if self.members is None:
+            return list(members)
+        return [resolve_member(members, name, "token-fusion.members") for name in self.members]
+
+    def check(self, members: Mapping[str, Member]) -> None:
+        super().check(members)
+        if isinstance(self.weights, dict):
+            used = [m.name for m in self.members_used(list(members.values()))]
+            unknown = sorted(set(self.weights) - set(used))
+            if unknown:
+                raise ConfigError(
+                    f"token-fusion.weights: no fused member is named {', '.join(map(repr, unknown))}; the fused "
+                    f"members are: {', '.join(used)}"
+                )
+
+    # running ----------------------------------------------------------------------------------------------------
+    async def arun(self, ctx: RunContext, request: Request) -> Result:
+        return (await self.arun_batch([ctx], [request]))[0]
+
+    async def arun_batch(self, ctxs: Sequence[RunContext], requests: Sequence[Request]) -> list[Result]:
+        """Answer several requests in one fused decoding (rows of one batch per member); one context each."""
+        members = self.members_used(list(ctxs[0].members.values()))
+        start = time.perf_counter()
+        weights = await asyncio.to_thread(self.request_weights, members, requests)
+        decoding = await asyncio.to_thread(FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens)
+        try:
+            outcomes = await asyncio.to_thread(decoding.run)
+        finally:
+            decoding.close()
+        latency = time.perf_counter() - start
+        return [
+            self._result(ctx, request, decoding, row, outcome, latency)
+            for row, (ctx, request, outcome) in enumerate(zip(ctxs, requests, outcomes))
+        ]
+
+    async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
+        members = self.members_used(list(ctx.members.values()))
+        start = time.perf_counter()
+        weights = await asyncio.to_thread(self.request_weights, members, [request])
+        decoding = await asyncio.to_thread(FusedDecoding, members, [request], weights, self.mixing, self.trace_tokens)
+        try:
+            async for text in aiterate_blocking(_row_texts(decoding)):
+                if text and not request.tools:
+                    yield Delta(text=text, member=self.name)
+        finally:
+            decoding.close()
+        result = self._result(ctx, request, decoding, 0, decoding.outcomes[0], time.perf_counter() - start)
+        chunks = tool_calls_to_chunks(result.tool_calls)
+        if request.tools and (result.text or chunks):
+            yield Delta(text=result.text, tool_call_chunks=chunks, member=self.name)
+        yield ctx.final_delta(ctx.trace.chosen or self.name, reason=ctx.trace.reason)
+
+    # weights ------------------------------------------------------------------------------------------------------
+    def request_weights(self, members: Sequence[Member], requests: Sequence[Request]) -> torch.Tensor:
+        """[requests, members] weights, each row summing to 1, by the configured method."""
+        n = len(members)
+        if self.weights == "uniform":
+            return torch.full((len(requests), n), 1.0 / n)
+        if isinstance(self.weights, dict):
+            fixed = torch.tensor([float(self.weights.get(m.name, 0.0)) for m in members])
+            return (fixed / fixed.sum()).expand(len(requests), n).clone()
+        texts = [prompt_text(r) for r in requests]
+        if self.weights == "packllm-sim":
+            try:
+                perplexities = prompt_perplexities(members, texts)
+            except Exception as err:
+                raise MemberError("token-fusion", f"scoring the prompt for packllm-sim weights failed: {err}") from err
+            rows = [sim_weights([perplexities[m.name][r] for m in members], self.tau) for r in range(len(texts))]
+            return torch.tensor(rows, dtype=torch.float32)
+        mixer = Mixer(member_alignment(members), self.mixing)
+        rows = [opt_weights(FusedPromptPerplexity(members, mixer, text), n, self.opt_grid) for text in texts]
+        return torch.tensor(rows, dtype=torch.float32)
+
+    # results ------------------------------------------------------------------------------------------------------
+    def _result(
+        self,
+        ctx: RunContext,
+        request: Request,
+        decoding: FusedDecoding,
+        row: int,
+        outcome: RowOutcome,
+        latency_s: float,
+    ) -> Result:
+        weights = decoding.weights[row].tolist()
+        for i, member in enumerate(decoding.members):
+            error = decoding.errors.get(member.name)
+            fed = len(outcome.member_ids[member.name])
+            ctx.trace.calls.append(
+                MemberCall(
+                    member=member.name,
+                    role="fuse",
+                    ok=error is None,
+                    error=error,
+                    usage=Usage(input_tokens=outcome.prompt_tokens.get(member.name, 0), output_tokens=fed),
+                    latency_s=decoding.timing.forward_s[member.name],
+                    cost=member.price.cost(
+                        Usage(input_tokens=outcome.prompt_tokens.get(member.name, 0), output_tokens=fed)
+                    ),
+                    finish_reason=outcome.finish_reason,
+                    score=weights[i],
+                )
+            )
+        text, tool_calls = parse_tool_calls(outcome.text, request.tools)
+        lead = max(range(len(weights)), key=lambda i: (decoding.members[i].name not in decoding.errors, weights[i]))
+        method = self.weights if isinstance(self.weights, str) else "fixed"
+        details = {
+            "weights": {m.name: w for m, w in zip(decoding.members, weights)},
+            "weight_method": method,
+            "mixing": self.mixing,
+            "tokenizers": "shared" if decoding.alignment.shared else f"union vocabulary of {decoding.alignment.size}",
+            "fused_tokens": outcome.n_tokens,
+            "agreement": outcome.agreement,
+            "dropped": dict(decoding.errors),
+            "timing": {**decoding.timing.as_dict(), "total_s": latency_s},
+        }
+        if outcome.tokens is not None:
+            details["tokens"] = [t.model_dump() for t in outcome.tokens]
+        generation = Generation(
+            member=decoding.members[lead].name,
+            text=text,
+            tool_calls=tool_calls,
+            finish_reason="tool_calls" if tool_calls else outcome.finish_reason,
+            usage=Usage(),
+        )
+        names = ", ".join(f"{m.name} {w:.2f}" for m, w in zip(decoding.members, weights))
+        return ctx.result(generation, reason=f"token fusion ({method} weights, {self.mixing} mixing: {names})", **details)
+
+
+def prompt_text(request: Request) -> str:
+    """The text PackLLM weighs members on: the conversation's message contents, in order."""
+    return "\n".join(m.content for m in request.messages if m.content)
+
+
+def _row_texts(decoding: FusedDecoding) -> Iterator[str]:
+    """The first row's new text after each step."""
+    for deltas in decoding.steps():
+        yield deltas[0]
