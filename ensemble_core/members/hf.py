@@ -295,7 +295,7 @@ class _GenerationRun:
         self.max_new_tokens = min(request.params.max_tokens, window - len(self.prompt_ids))
         tok = member.tokenizer
         self.assembler = TextAssembler(
-            lambda ids: tok.decode(ids, skip_special_tokens=True), member.stop_strings(request)
+            lambda ids: tok.decode(ids, skip_special_tokens=True), member.stop_strings(request), request.prefill
         )
         self.new_ids: list[int] = []
         self.logprobs: list[float] = []

@@ -13,9 +13,13 @@ class TextAssembler:
     string), so a streamed answer and a non-streamed one are the same text.
     """
 
-    def __init__(self, decode: Callable[[list[int]], str], stop: Sequence[str] = ()):
+    def __init__(self, decode: Callable[[list[int]], str], stop: Sequence[str] = (), context: str = ""):
+        """`context` is the text just before the first token (an answer's prefill): a stop string that begins
+        there and ends in the new text still stops it, e.g. "\nQuestion:" after a prefill ending in a newline."""
         self._decode = decode
         self._stop = [s for s in stop if s]
+        longest = max((len(s) for s in self._stop), default=1)
+        self._context = context[len(context) - longest + 1 :] if longest > 1 else ""
         self._ids: list[int] = []
         self._emitted = 0
         self.text = ""
@@ -27,13 +31,14 @@ class TextAssembler:
             return ""
         self._ids.append(token_id)
         full = self._decode(self._ids)
-        cut = _first_stop(full, self._stop)
+        seen = self._context + full
+        cut = _first_stop(seen, self._stop, after=len(self._context))
         if cut is not None:
             self.stopped = True
-            self.text = full[:cut]
+            self.text = full[: max(0, cut - len(self._context))]
             return self._emit(self.text)
         self.text = full
-        safe = full[: len(full) - _held_back(full, self._stop)]
+        safe = full[: len(full) - min(len(full), _held_back(seen, self._stop))]
         if safe.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the next token
             safe = safe.rstrip("\ufffd")
         return self._emit(safe)
@@ -50,8 +55,9 @@ class TextAssembler:
         return delta
 
 
-def _first_stop(text: str, stop: Sequence[str]) -> int | None:
-    positions = [i for i in (text.find(s) for s in stop) if i >= 0]
+def _first_stop(text: str, stop: Sequence[str], after: int = 0) -> int | None:
+    """Where the first stop string begins, counting only those that end beyond `after` (the context)."""
+    positions = [i for i in (text.find(s, max(0, after - len(s) + 1)) for s in stop) if i >= 0]
     return min(positions) if positions else None
 
 
