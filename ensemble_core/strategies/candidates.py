@@ -55,7 +55,9 @@ async def gather_candidates(
 class CandidateStrategy(Strategy, ABC):
     """A strategy that asks its members (each `samples_per_member` times) and then picks or merges."""
 
-    members: list[str] | None = Field(default=None, description="names of the members that answer; default: all")
+    candidates: list[str] | None = Field(
+        default=None, description="names of the members whose answers are the candidates; default: all"
+    )
     samples_per_member: int = Field(
         default=1, ge=1, le=64, description="answers per member; above 1 they are sampled (self-consistency)"
     )
@@ -64,9 +66,9 @@ class CandidateStrategy(Strategy, ABC):
     )
 
     def members_used(self, members: Sequence[Member]) -> list[Member]:
-        return named_members(members, self.members, f"{self.name}.members")
+        return named_members(members, self.candidates, f"{self.name}.candidates")
 
-    async def candidates(self, ctx: RunContext, request: Request) -> list[Generation]:
+    async def gather(self, ctx: RunContext, request: Request) -> list[Generation]:
         sampling = self.samples_per_member > 1
         requests = sampled_requests(request, self.samples_per_member, self.temperature) if sampling else [request]
         role = "sample" if sampling else "candidate"

@@ -49,7 +49,7 @@ class Cascade(Strategy):
         "FrugalGPT (Chen et al., 2023); AutoMix: Automatically Mixing Language Models (Madaan et al., 2023)"
     )
 
-    members: list[str] | None = Field(
+    order: list[str] | None = Field(
         default=None,
         description="member names, cheapest first; default: all members sorted by price per token (stable, so "
         "local models keep their listed order)",
@@ -71,8 +71,8 @@ class Cascade(Strategy):
         return to_scorer(value)
 
     def members_used(self, members: Sequence[Member]) -> list[Member]:
-        if self.members is not None:
-            return named_members(members, self.members, "cascade.members")
+        if self.order is not None:
+            return named_members(members, self.order, "cascade.order")
         return sorted(members, key=lambda m: m.price.input_per_token + m.price.output_per_token)
 
     def check(self, members: Mapping[str, Member]) -> None:
@@ -218,8 +218,8 @@ class Cascade(Strategy):
         return self.model_copy(update={"thresholds": point.thresholds})
 
     def _record_order(self, records: Sequence[CascadeRecord]) -> list[str]:
-        if self.members is not None:
-            return list(self.members)
+        if self.order is not None:
+            return list(self.order)
         if not records:
             raise ConfigError("calibration needs at least one record")
         return list(records[0].outcomes)

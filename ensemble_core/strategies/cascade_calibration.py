@@ -113,7 +113,7 @@ def choose_point(
                 f"(at cost {curve[-1].cost:.4g}): lower the target"
             )
         return reaching[0]
-    within = [p for p in curve if p.cost <= budget]
+    within = [p for p in curve if p.cost <= budget * (1 + 1e-9)]  # mean costs carry rounding error
     if not within:
         raise ConfigError(
             f"no thresholds fit a budget of {budget} per request; the cheapest costs {curve[0].cost:.4g}: raise the budget"

@@ -32,7 +32,7 @@ class MBR(CandidateStrategy):
     )
 
     async def arun(self, ctx: RunContext, request: Request) -> Result:
-        answers = await self.candidates(ctx, request)
+        answers = await self.gather(ctx, request)
         if len(answers) == 1:
             return ctx.result(answers[0], reason="only one answer", mbr_scores=[1.0])
         similarity = SIMILARITIES[self.similarity] if isinstance(self.similarity, str) else self.similarity

@@ -44,7 +44,9 @@ class RankAndFuse(Strategy):
         "LLM-Blender: Ensembling Large Language Models with Pairwise Ranking and Generative Fusion (Jiang et al., 2023)"
     )
 
-    members: list[str] | None = Field(default=None, description="names of the members that answer; default: all")
+    candidates: list[str] | None = Field(
+        default=None, description="names of the members whose answers are the candidates; default: all"
+    )
     judge: str | None = Field(
         default=None,
         description="name of the member that judges pairs (needs the score capability); default: the first member "
@@ -62,7 +64,7 @@ class RankAndFuse(Strategy):
     top_k: int = Field(default=3, ge=1, le=16, description="how many of the best candidates the fuser reads")
 
     def _candidate_members(self, members: Sequence[Member]) -> list[Member]:
-        return named_members(members, self.members, "rank-and-fuse.members")
+        return named_members(members, self.candidates, "rank-and-fuse.candidates")
 
     def _judge(self, members: Sequence[Member]) -> Member | None:
         if self.ranker is not None:

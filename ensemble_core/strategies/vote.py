@@ -33,7 +33,7 @@ class Vote(CandidateStrategy):
     )
 
     async def arun(self, ctx: RunContext, request: Request) -> Result:
-        answers = await self.candidates(ctx, request)
+        answers = await self.gather(ctx, request)
         normalise = resolve_normaliser(self.normaliser)
         groups: dict[str, list[Generation]] = {}
         for answer in answers:
