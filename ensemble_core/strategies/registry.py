@@ -18,6 +18,10 @@ STRATEGIES: dict[str, str] = {
     "vote": "ensemble_core.strategies.vote:Vote",
     "mbr": "ensemble_core.strategies.mbr:MBR",
     "token-fusion": "ensemble_core.strategies.token_fusion:TokenFusion",
+    "rule-router": "ensemble_core.strategies.rule_router:RuleRouter",
+    "semantic-router": "ensemble_core.strategies.semantic_router:SemanticRouter",
+    "perplexity-router": "ensemble_core.strategies.perplexity_router:PerplexityRouter",
+    "learned-router": "ensemble_core.strategies.learned_router:LearnedRouter",
 }
 
 

@@ -1,0 +1,120 @@
+"""`SemanticRouter`: the member whose description or example queries are most similar (embedding cosine) to the
+conversation answers. The conversation is the recency-weighted mean of its user turns' embeddings (see
+`scoring.conversation`), so a follow-up question stays with its thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from ensemble_core.members.base import Member
+from ensemble_core.scoring.conversation import embed_conversation
+from ensemble_core.scoring.embeddings import EmbedFn, default_embed, normalise
+from ensemble_core.strategies.base import resolve_member
+from ensemble_core.strategies.context import RunContext
+from ensemble_core.strategies.routing import Router, RoutingDecision
+from ensemble_core.types import Request
+
+
+class SemanticRoute(BaseModel):
+    """What one member is for: a description and/or example queries it should get."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    member: str = Field(description="name of the member that answers these queries")
+    description: str = Field(default="", description="what the member is good at, in a sentence")
+    examples: list[str] = Field(default_factory=list, description="example queries this member should answer")
+
+    @model_validator(mode="after")
+    def _has_text(self) -> SemanticRoute:
+        if not self.texts:
+            raise ValueError(
+                f"the route for {self.member!r} needs a description or at least one example query"
+            )
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        return [t for t in [self.description, *self.examples] if t.strip()]
+
+
+class SemanticRouter(Router):
+    """Route by cosine similarity between the conversation and each member's description or examples (the
+    best-matching text counts); below `min_similarity` the `default` member answers."""
+
+    name: ClassVar[str] = "semantic-router"
+    summary: ClassVar[str] = "the member whose description or examples are most similar to the conversation"
+
+    routes: list[SemanticRoute] = Field(min_length=1, description="what each member is for")
+    default: str | None = Field(
+        default=None, description="member that answers when no route is similar enough"
+    )
+    min_similarity: float = Field(
+        default=0.0,
+        ge=-1.0,
+        le=1.0,
+        description="cosine under which the default member answers (needs `default`)",
+    )
+    recency_decay: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="weight of each older user turn relative to the next (0: last only)",
+    )
+    max_turns: int = Field(default=4, ge=1, description="how many of the newest user turns are embedded")
+    embed: EmbedFn | None = Field(
+        default=None, exclude=True, description="texts -> [n, d] array; default: packaged all-MiniLM-L6-v2"
+    )
+    _route_vectors: np.ndarray | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _default_for_threshold(self) -> SemanticRouter:
+        if self.min_similarity > 0.0 and self.default is None:
+            raise ValueError(
+                "min_similarity needs a `default` member to answer when no route is similar enough"
+            )
+        return self
+
+    def members_used(self, members: Sequence[Member]) -> list[Member]:
+        names = dict.fromkeys([*(r.member for r in self.routes), *([self.default] if self.default else [])])
+        return [resolve_member(members, name, "semantic-router.routes") for name in names]
+
+    def route_vectors(self) -> np.ndarray:
+        """Unit embeddings of every route text, in route order; computed once and cached."""
+        if self._route_vectors is None:
+            texts = [text for route in self.routes for text in route.texts]
+            self._route_vectors = normalise(
+                np.asarray((self.embed or default_embed)(texts), dtype=np.float64)
+            )
+        return self._route_vectors
+
+    def similarities(self, request: Request) -> dict[str, float]:
+        """Each routed member's best cosine similarity to the conversation, most similar first."""
+        embed = self.embed or default_embed
+        query = embed_conversation(
+            request.messages, embed, decay=self.recency_decay, max_turns=self.max_turns
+        )
+        cosines = iter(self.route_vectors() @ query)
+        best: dict[str, float] = {}
+        for route in self.routes:
+            for _ in route.texts:
+                best[route.member] = max(best.get(route.member, -1.0), float(next(cosines)))
+        return dict(sorted(best.items(), key=lambda item: -item[1]))
+
+    async def aroute(self, ctx: RunContext, request: Request) -> RoutingDecision:
+        scores = await asyncio.to_thread(self.similarities, request)
+        ranking = list(scores)
+        top, similarity = ranking[0], scores[ranking[0]]
+        if self.default is not None and similarity < self.min_similarity:
+            ranking = list(dict.fromkeys([self.default, *ranking]))
+            reason = (
+                f"best match {top!r} has cosine {similarity:.3f} < min_similarity {self.min_similarity} "
+                f"-> default {self.default!r}"
+            )
+        else:
+            reason = f"most similar: {top!r} (cosine {similarity:.3f})"
+        return RoutingDecision(ranking=ranking, reason=reason, score_name="similarity", scores=scores)
