@@ -39,7 +39,7 @@ class RowOutcome(BaseModel):
     n_tokens: int = 0
     agreement: dict[str, int] = Field(default_factory=dict, description="member -> tokens where its top choice won")
     prompt_tokens: dict[str, int] = Field(default_factory=dict)
-    member_ids: dict[str, list[int]] = Field(default_factory=dict, description="member -> ids it read after its prompt")
+    member_ids: dict[str, list[int]] = Field(default_factory=dict, description="member -> the answer in its own ids")
     tokens: list[FusedToken] | None = None
 
 
@@ -164,10 +164,11 @@ class FusedDecoding:
             tops = {i: self.mixer.top(i, lp) for i, lp in zip(alive, logprobs)}
             self.timing.mix_s += time.perf_counter() - start
             deltas = [""] * len(self.requests)
+            taken = [self.active[row] and union_id not in self.alignment.eos for row, union_id in enumerate(picks)]
             for row, union_id in enumerate(picks):
                 if self.active[row]:
                     deltas[row] = self._take(row, union_id, tops, max_tokens[row])
-            self._advance(alive, picks)
+            self._advance(alive, picks, taken)
             self._require_someone()
             self.timing.steps += 1
             yield deltas
@@ -200,22 +201,22 @@ class FusedDecoding:
             outcome.finish_reason = "length"
         return text
 
-    def _advance(self, alive: list[int], picks: list[int]) -> None:
-        """Feed every live member the chosen token of each still-active row, in its own ids."""
+    def _advance(self, alive: list[int], picks: list[int], taken: list[bool]) -> None:
+        """Give every live member the chosen token of each row that took one, in its own ids; run the forward
+        pass only for rows that go on (a row that just ended needs no further distribution)."""
         for i in alive:
             member = self.members[i]
             start = time.perf_counter()
-            feeds = [self.alignment.feed(i, u) if self.active[row] else [] for row, u in enumerate(picks)]
+            spelled = [self.alignment.feed(i, u) if taken[row] else [] for row, u in enumerate(picks)]
             self.timing.feed_s += time.perf_counter() - start
             window = member.context_window
             session = self.sessions[i]
-            for row, ids in enumerate(feeds):
-                if ids and window is not None and len(session.token_ids(row)) + len(ids) >= window:
+            for row, ids in enumerate(spelled):
+                self.outcomes[row].member_ids[member.name].extend(ids)
+                if self.active[row] and window is not None and len(session.token_ids(row)) + len(ids) >= window:
                     self.active[row] = False
                     self.outcomes[row].finish_reason = "length"
-            feeds = [ids if self.active[row] else [] for row, ids in enumerate(feeds)]
-            for row, ids in enumerate(feeds):
-                self.outcomes[row].member_ids[member.name].extend(ids)
+            feeds = [ids if self.active[row] else [] for row, ids in enumerate(spelled)]
             if any(feeds):
                 self._guard(i, lambda session=session, feeds=feeds: session.advance(feeds))
 

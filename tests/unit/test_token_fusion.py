@@ -1,0 +1,291 @@
+"""TokenFusion with tiny random models (same byte tokenizer, and a second tokenizer with merges for the
+cross-tokenizer path), and the vocabulary alignment with the real packaged tokenizers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from ensemble_core import Ensemble
+from ensemble_core.alignment import align
+from ensemble_core.errors import CapabilityError, ConfigError
+from ensemble_core.fused_decoding import FusedDecoding, member_alignment
+from ensemble_core.members.hf import HFMember
+from ensemble_core.members.scripted import ScriptedMember
+from ensemble_core.mixing import Mixer
+from ensemble_core.scoring.packllm import FusedPromptPerplexity
+from ensemble_core.scoring.perplexity import prompt_perplexities
+from ensemble_core.strategies import TokenFusion
+from ensemble_core.strategies.token_fusion import prompt_text
+from tests.unit.tiny_models import CHAT_TEMPLATE, tiny_llama
+
+PROMPT = "hello there"
+MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("l", "l"), ("e", "r"), ("Ġ", "a"), ("o", "n")]
+
+
+def merged_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE with a few merges: it has tokens (" the", "ll") that the plain byte tokenizer lacks,
+    and its special tokens sit at other ids."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    merged = ["".join(pair) for pair in MERGES]
+    specials = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(alphabet + merged + specials)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=MERGES))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory, tiny_member):
+    """Two tiny models sharing the byte tokenizer."""
+    other = HFMember(tiny_llama(tmp_path_factory.mktemp("tiny-b"), seed=1), name="tiny_b")
+    return [tiny_member, other]
+
+
+@pytest.fixture(scope="module")
+def merged_member(tmp_path_factory):
+    """A tiny model whose tokenizer differs from the byte tokenizer (merges, other special ids)."""
+    folder = tmp_path_factory.mktemp("tiny-merged")
+    torch.manual_seed(2)
+    tok = merged_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return HFMember(folder, name="merged")
+
+
+def fused(members, **fields) -> Ensemble:
+    return Ensemble(members, TokenFusion(**fields))
+
+
+# identity -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mixing", ["prob", "logit"])
+@pytest.mark.parametrize("lead", [0, 1])
+def test_full_weight_on_one_member_reproduces_its_greedy_output_same_tokenizer(tiny_pair, lead, mixing):
+    member = tiny_pair[lead]
+    ens = fused(tiny_pair, weights={member.name: 1.0}, mixing=mixing)
+    result = ens.run(PROMPT, max_tokens=24)
+    alone = member.generate(ens.request(PROMPT, max_tokens=24))
+    assert result.text == alone.text
+    assert result.trace.details["fused_tokens"] == alone.usage.output_tokens
+    assert result.trace.details["tokenizers"] == "shared"
+
+
+@pytest.mark.parametrize("lead", [0, 1])
+def test_full_weight_on_one_member_reproduces_its_greedy_output_cross_tokenizer(tiny_member, merged_member, lead):
+    members = [tiny_member, merged_member]
+    member = members[lead]
+    ens = fused(members, weights={member.name: 1.0})
+    request = ens.request("the hello and the other", max_tokens=32)
+    alone = member.generate(request)
+    decoding = FusedDecoding(members, [request], torch.tensor([[1.0 - lead, float(lead)]]), "prob")
+    outcome = decoding.run()[0]
+    assert not decoding.alignment.shared
+    assert outcome.text == alone.text
+    assert outcome.n_tokens == alone.usage.output_tokens
+    # Both members spell exactly the same bytes, each in its own ids.
+    chosen = decoding.alignment.text_bytes(decoding.chosen[0])
+    for m, name in enumerate(["tiny", "merged"]):
+        assert decoding.alignment.tables[m].text_bytes(outcome.member_ids[name]) == chosen
+
+
+def test_the_follower_is_fed_its_own_spelling_of_tokens_it_lacks(tiny_member, merged_member):
+    alignment = member_alignment([tiny_member, merged_member])
+    the = alignment.union_bytes.index(b" the")
+    assert alignment.from_union[0][the] == -1  # the byte tokenizer has no " the" token
+    fed = alignment.feed(0, the)
+    assert tiny_member.tokenizer.decode(fed) == " the" and len(fed) == 4
+
+
+# ending, streaming, trace ---------------------------------------------------------------------------------------
+def test_max_tokens_ends_the_answer_with_length(tiny_pair):
+    result = fused(tiny_pair).run(PROMPT, max_tokens=5)
+    assert result.trace.details["fused_tokens"] <= 5
+    if result.trace.details["fused_tokens"] == 5:
+        assert result.finish_reason == "length"
+
+
+def test_a_stop_string_cuts_the_text(tiny_pair):
+    ens = fused(tiny_pair, weights={"tiny": 1.0})
+    full = ens.run(PROMPT, max_tokens=24).text
+    stop = full[6:8]
+    assert stop and stop not in full[:6]
+    result = ens.run(PROMPT, max_tokens=24, stop=[stop])
+    assert result.text == full[: full.index(stop)]
+    assert result.finish_reason == "stop"
+
+
+def test_streamed_deltas_join_to_the_run_text(tiny_pair):
+    ens = fused(tiny_pair, mixing="logit")
+    deltas = list(ens.stream(PROMPT, max_tokens=16))
+    assert deltas[-1].final and deltas[-1].trace is not None
+    assert "".join(d.text for d in deltas[:-1]) == ens.run(PROMPT, max_tokens=16).text
+
+
+def test_trace_records_weights_agreement_and_per_member_calls(tiny_pair):
+    result = fused(tiny_pair, weights={"tiny": 3.0, "tiny_b": 1.0}, trace_tokens=True).run(PROMPT, max_tokens=8)
+    details = result.trace.details
+    assert details["weights"] == pytest.approx({"tiny": 0.75, "tiny_b": 0.25})
+    n = details["fused_tokens"]
+    assert len(details["tokens"]) == n
+    for name in ("tiny", "tiny_b"):
+        assert details["agreement"][name] == sum(name in t["agreed"] for t in details["tokens"])
+    assert [c.member for c in result.trace.calls] == ["tiny", "tiny_b"]
+    assert all(c.usage.output_tokens == n for c in result.trace.calls)
+    assert result.usage.input_tokens == sum(c.usage.input_tokens for c in result.trace.calls) > 0
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny_pair):
+    ens = fused(tiny_pair)
+    first = ens.run(PROMPT, max_tokens=12, temperature=1.0, top_p=0.9, seed=7).text
+    assert ens.run(PROMPT, max_tokens=12, temperature=1.0, top_p=0.9, seed=7).text == first
+    greedy = ens.run(PROMPT, max_tokens=12).text
+    samples = {ens.run(PROMPT, max_tokens=12, temperature=1.5, seed=s).text for s in range(4)}
+    assert samples != {greedy}
+
+
+async def test_batch_rows_match_single_requests(tiny_pair):
+    ens = fused(tiny_pair)
+    strategy = ens.strategy
+    requests = [ens.request(PROMPT, max_tokens=10), ens.request("a much longer prompt than the first", max_tokens=6)]
+    from ensemble_core.strategies.context import RunContext
+
+    batch = await strategy.arun_batch([RunContext(ens.members, strategy.name) for _ in requests], requests)
+    for request, result in zip(requests, batch):
+        assert result.text == (await ens.arun_request(request)).text
+
+
+# failures and configuration -------------------------------------------------------------------------------------
+def test_a_member_without_the_step_capability_is_a_construction_error(tiny_member):
+    with pytest.raises(CapabilityError, match="step"):
+        Ensemble([tiny_member, ScriptedMember("api", ["hi"])], "token-fusion")
+
+
+def test_fixed_weights_must_name_fused_members(tiny_pair):
+    with pytest.raises(ConfigError, match="nobody"):
+        Ensemble(tiny_pair, "token-fusion", weights={"nobody": 1.0})
+    with pytest.raises(ConfigError, match="not all be 0"):
+        Ensemble(tiny_pair, "token-fusion", weights={"tiny": 0.0})
+
+
+class _Broken(HFMember):
+    def step_session(self, prompts):
+        raise RuntimeError("no cache today")
+
+
+def test_a_failing_member_is_dropped_and_the_trace_says_why(tiny_member, tiny_model_dir):
+    broken = _Broken(tiny_model_dir, name="broken")
+    result = fused([tiny_member, broken]).run(PROMPT, max_tokens=8)
+    alone = tiny_member.generate(Ensemble([tiny_member], "single", member="tiny").request(PROMPT, max_tokens=8))
+    assert result.text == alone.text
+    assert "no cache today" in result.trace.details["dropped"]["broken"]
+    assert [c.ok for c in result.trace.calls] == [True, False]
+
+
+# PackLLM weights ---------------------------------------------------------------------------------------------
+def test_packllm_sim_favours_the_member_less_surprised_by_the_prompt(tiny_pair):
+    result = fused(tiny_pair, weights="packllm-sim", tau=0.05).run(PROMPT, max_tokens=4)
+    weights = result.trace.details["weights"]
+    perplexity = prompt_perplexities(tiny_pair, [prompt_text(Ensemble(tiny_pair).request(PROMPT))])
+    assert sum(weights.values()) == pytest.approx(1.0)
+    best = min(perplexity, key=lambda name: perplexity[name][0])
+    assert weights[best] == max(weights.values())
+
+
+def test_packllm_opt_weights_do_not_lose_to_any_member_alone(tiny_member, merged_member):
+    members = [tiny_member, merged_member]
+    result = fused(members, weights="packllm-opt").run(PROMPT, max_tokens=4)
+    weights = [result.trace.details["weights"][m.name] for m in members]
+    assert sum(weights) == pytest.approx(1.0)
+    objective = FusedPromptPerplexity(members, Mixer(member_alignment(members), "prob"), prompt_text(
+        Ensemble(members).request(PROMPT)))
+    assert objective(weights) <= min(objective([1.0, 0.0]), objective([0.0, 1.0])) + 1e-6
+
+
+# alignment with the real tokenizers ---------------------------------------------------------------------------------
+def _packaged_tokenizer(factory_name: str):
+    from ensemble_core import defaults
+    from ensemble_core.members.weights import converted_folder, is_converted
+
+    try:
+        member = getattr(defaults, factory_name)()
+    except Exception as err:  # the packaged model is not installed
+        pytest.skip(str(err))
+    folder = converted_folder(member.folder, member.gguf_file)
+    if not is_converted(folder):
+        pytest.skip("the packaged model has not been converted yet (load it once)")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def real_alignment():
+    smol, gemma = _packaged_tokenizer("smollm2"), _packaged_tokenizer("gemma3")
+    return align([smol, gemma], [[smol.convert_tokens_to_ids("<|im_end|>")], [gemma.eos_token_id]])
+
+
+def test_token_bytes_match_what_each_tokenizer_decodes(real_alignment):
+    for m, tok in enumerate(real_alignment.tokenizers):
+        table = real_alignment.tables[m]
+        for i in range(0, len(tok), 97):
+            if i in table.special:
+                continue
+            try:
+                text = table.data[i].decode("utf-8")
+            except UnicodeDecodeError:  # part of a multi-byte character
+                continue
+            assert text == tok.decode([i]), (m, i)
+
+
+def test_space_markers_and_byte_fallback_meet_in_one_union_token(real_alignment):
+    smol, gemma = real_alignment.tokenizers
+    s_id = smol.convert_tokens_to_ids("ĠParis")
+    g_id = gemma.convert_tokens_to_ids("▁Paris")
+    assert int(real_alignment.to_union[0][s_id]) == int(real_alignment.to_union[1][g_id])
+    assert real_alignment.union_bytes[int(real_alignment.to_union[0][s_id])] == b" Paris"
+    newline = smol.convert_tokens_to_ids("Ċ")
+    assert real_alignment.union_bytes[int(real_alignment.to_union[0][newline])] == b"\n"
+    # Gemma's <0x41> byte fallback and its "A" token are the same union token, fed back as "A".
+    a_union = int(real_alignment.to_union[1][gemma.convert_tokens_to_ids("<0x41>")])
+    assert real_alignment.feed(1, a_union) == [gemma.convert_tokens_to_ids("A")]
+
+
+@pytest.mark.parametrize("text", [" Paris", "Hello,  wörld!\n\n\tx", "日本語のテキスト", "🙂 ok"])
+def test_each_tokenizer_spells_any_text_byte_for_byte(real_alignment, text):
+    for m in range(2):
+        ids = real_alignment.spell(m, text.encode())
+        assert real_alignment.tables[m].text_bytes(ids) == text.encode()
+
+
+def test_a_partial_utf8_token_is_fed_as_byte_fallback(real_alignment):
+    gemma = real_alignment.tokenizers[1]
+    assert real_alignment.spell(1, b"\xc3") == [gemma.convert_tokens_to_ids("<0xC3>")]
+
+
+def test_end_of_sequence_ids_share_one_union_slot_and_the_alignment_is_cached(real_alignment):
+    smol, gemma = real_alignment.tokenizers
+    eos = real_alignment.eos
+    assert int(real_alignment.to_union[0][smol.convert_tokens_to_ids("<|im_end|>")]) in eos
+    assert int(real_alignment.to_union[1][gemma.eos_token_id]) in eos
+    again = align([smol, gemma], [[smol.convert_tokens_to_ids("<|im_end|>")], [gemma.eos_token_id]])
+    assert again is real_alignment
