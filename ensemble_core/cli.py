@@ -191,3 +191,7 @@ def strategies() -> None:
         for field_name, field in cls.model_fields.items():
             default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
             out.print(f"  --param {field_name}=…  {field.description or ''} ({default})")
+
+
+if __name__ == "__main__":
+    app()

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from ensemble_core.errors import EnsembleError, MemberError
 from ensemble_core.members.base import Member
 from ensemble_core.strategies.base import Strategy, resolve_member
 from ensemble_core.strategies.context import RunContext
@@ -25,7 +26,11 @@ class Single(Strategy):
         return [resolve_member(members, self.member, "single.member")]
 
     async def arun(self, ctx: RunContext, request: Request) -> Result:
-        generation = await ctx.generate(ctx.member(self.member), request, role="answer")
+        try:
+            generation = await ctx.generate(ctx.member(self.member), request, role="answer")
+        except MemberError as err:
+            # With one member there is nothing to fall back to: a request error (context window) stays itself.
+            raise err.__cause__ if isinstance(err.__cause__, EnsembleError) else err from None
         return ctx.result(generation, reason=f"single member {self.member!r}")
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
