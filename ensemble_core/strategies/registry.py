@@ -17,6 +17,8 @@ STRATEGIES: dict[str, str] = {
     "rank-and-fuse": "ensemble_core.strategies.rank_and_fuse:RankAndFuse",
     "vote": "ensemble_core.strategies.vote:Vote",
     "mbr": "ensemble_core.strategies.mbr:MBR",
+    "span-fusion": "ensemble_core.strategies.span_fusion:SpanFusion",
+    "step-fusion": "ensemble_core.strategies.step_fusion:StepFusion",
     "token-fusion": "ensemble_core.strategies.token_fusion:TokenFusion",
     "rule-router": "ensemble_core.strategies.rule_router:RuleRouter",
     "semantic-router": "ensemble_core.strategies.semantic_router:SemanticRouter",
