@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ensemble_core.asyncio_bridge import aiterate_blocking
 from ensemble_core.errors import CapabilityError, ConfigError
+from ensemble_core.members.breaker import BreakerPolicy, CircuitBreaker
 from ensemble_core.types import ContinuationScore, Delta, Generation, Request, Usage, tool_calls_to_chunks
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Member(ABC):
         price: Price | None = None,
         context_window: int | None = None,
         timeout_s: float | None = None,
+        breaker: BreakerPolicy | None = None,
     ):
         if not _NAME.match(name):
             raise ConfigError(
@@ -66,6 +68,7 @@ class Member(ABC):
         self.price = price or Price()
         self._context_window = context_window
         self.timeout_s = timeout_s
+        self.breaker = CircuitBreaker(breaker)
 
     @property
     def context_window(self) -> int | None:
@@ -81,6 +84,11 @@ class Member(ABC):
     def supports_tools(self) -> bool:
         """Whether the member takes `request.tools` and can answer with tool calls (adapters report it)."""
         return True
+
+    @property
+    def supports_tool_choice(self) -> bool:
+        """Whether the member honours `request.tool_choice` ("required" or a tool's name forces a call)."""
+        return False
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Union
+from typing import Any, Union
 
-from ensemble_core.members.base import Capability, Member, Price
+from ensemble_core.members.base import Capability, Member
 from ensemble_core.types import Delta, Generation, Request, ToolCall, Usage, tool_calls_to_chunks
 
 Reply = Union[str, ToolCall, list[ToolCall], BaseException]
@@ -28,12 +28,11 @@ class ScriptedMember(Member):
         script: Script,
         *,
         delay_s: float = 0.0,
-        price: Price | None = None,
-        context_window: int | None = None,
-        timeout_s: float | None = None,
         capabilities: frozenset[Capability] | None = None,
+        **options: Any,
     ):
-        super().__init__(name, price=price, context_window=context_window, timeout_s=timeout_s)
+        """`options` are the `Member` ones: price, context_window, timeout_s, breaker."""
+        super().__init__(name, **options)
         self.script = script
         self.delay_s = delay_s
         self.calls: list[Request] = []

@@ -8,7 +8,8 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from ensemble_core.errors import MemberError
+from ensemble_core.errors import EnsembleError, MemberError
+from ensemble_core.members.breaker import CircuitOpenError
 from ensemble_core.members.base import Member
 from ensemble_core.types import (
     ContinuationScore,
@@ -38,9 +39,11 @@ class RunContext:
         """Call `member.agenerate`, bounded by its timeout; record the call; raise `MemberError` on failure."""
         start = time.perf_counter()
         try:
+            member.breaker.check(member.name)
             generation = await asyncio.wait_for(member.agenerate(request), timeout=member.timeout_s)
         except Exception as err:
             raise self._failed(member, role, start, err) from err
+        member.breaker.success()
         self.record(member, role, generation, time.perf_counter() - start)
         return generation
 
@@ -56,9 +59,11 @@ class RunContext:
         is the first pair's sum log-probability); raise `MemberError` on failure."""
         start = time.perf_counter()
         try:
+            member.breaker.check(member.name)
             scores = await asyncio.wait_for(member.ascore(pairs), timeout=member.timeout_s)
         except Exception as err:
             raise self._failed(member, role, start, err) from err
+        member.breaker.success()
         self.trace.calls.append(
             MemberCall(
                 member=member.name,
@@ -76,6 +81,10 @@ class RunContext:
         text: list[str] = []
         chunks: list[ToolCallChunk] = []
         final: Delta | None = None
+        try:
+            member.breaker.check(member.name)
+        except CircuitOpenError as err:
+            raise self._failed(member, role, start, err) from err
         stream = member.astream(request)
         try:
             while True:
@@ -93,6 +102,7 @@ class RunContext:
             raise self._failed(member, role, start, err, partial="".join(text)) from err
         finally:
             await stream.aclose()
+        member.breaker.success()
         generation = Generation(
             member=member.name,
             text="".join(text),
@@ -124,6 +134,10 @@ class RunContext:
         self, member: Member, role: str, start: float, err: BaseException, partial: str = ""
     ) -> MemberError:
         message = "timed out" if isinstance(err, TimeoutError) else f"{type(err).__name__}: {err}"
+        if _counts_against_member(err):
+            member.breaker.failure()
+        else:
+            member.breaker.release()
         if partial:
             message += f" (after streaming {len(partial)} characters)"
         self.trace.calls.append(
@@ -167,3 +181,9 @@ class RunContext:
             final=True, finish_reason=finish_reason, usage=self.trace.usage, trace=self.trace, member=chosen
         )
 
+
+
+def _counts_against_member(err: BaseException) -> bool:
+    """Crashes and timeouts count toward a member's circuit breaker; errors in the request (a prompt over the
+    context window, a missing capability) and an already-open circuit do not."""
+    return not isinstance(err, EnsembleError) or isinstance(err, MemberError)
