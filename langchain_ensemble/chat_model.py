@@ -127,7 +127,7 @@ class EnsembleChatModel(BaseChatModel):
         """What the ensemble really supports: text in and out; tool calling when every member can take tools;
         forced tool choice only when every member honours it; no native structured output."""
         members = self._ensemble.members_used()
-        tools = all(_takes_tools(m) for m in members)
+        tools = all(m.supports_tools for m in members)
         profile = ModelProfile(
             text_inputs=True,
             image_inputs=False,
@@ -143,7 +143,7 @@ class EnsembleChatModel(BaseChatModel):
             video_outputs=False,
             reasoning_output=False,
             tool_calling=tools,
-            tool_choice=tools and all(getattr(m, "honors_tool_choice", False) for m in members),
+            tool_choice=tools and all(m.supports_tool_choice for m in members),
             tool_call_streaming=tools,
             structured_output=False,
             temperature=True,
@@ -291,8 +291,3 @@ def _ensemble_name(ensemble: Ensemble) -> str:
     """`strategy[member,...]`, e.g. `fallback[smollm2,gemma3]` or `single[gemma3]`."""
     return f"{ensemble.strategy.name}[{','.join(m.name for m in ensemble.members_used())}]"
 
-
-def _takes_tools(member: Member) -> bool:
-    """Engine members take tools (HF members through the chat template and output parsing); a wrapped
-    LangChain model only when it implements `bind_tools`."""
-    return getattr(member, "supports_tools", True)

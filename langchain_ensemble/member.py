@@ -65,7 +65,7 @@ class LangChainMember(Member):
         return type(self.model).bind_tools is not BaseChatModel.bind_tools
 
     @property
-    def honors_tool_choice(self) -> bool:
+    def supports_tool_choice(self) -> bool:
         """Whether the wrapped model's `bind_tools` takes `tool_choice` (forced tool calls)."""
         return self.supports_tools and "tool_choice" in inspect.signature(self.model.bind_tools).parameters
 

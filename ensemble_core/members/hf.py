@@ -28,7 +28,7 @@ from ensemble_core.members.base import Capability, Member, Price
 from ensemble_core.members.prompting import PLAIN_STOP, plain_prompt, template_messages, with_tools_in_system
 from ensemble_core.members.step import StepSession
 from ensemble_core.members.text_stream import TextAssembler
-from ensemble_core.members.tool_parsing import parse_tool_calls
+from ensemble_core.members.tool_parsing import forced_call, forced_prefix, parse_tool_calls
 from ensemble_core.members.weights import convert_gguf, is_converted, converted_folder, locate
 from ensemble_core.progress import reporting
 from ensemble_core.types import (
@@ -139,6 +139,11 @@ class HFMember(Member):
     @property
     def model_name(self) -> str:
         return self.gguf_file or self.folder.name
+
+    @property
+    def supports_tool_choice(self) -> bool:
+        """A forced call is begun in the answer itself (see `tool_parsing.forced_call`)."""
+        return True
 
     @property
     def uses_chat_template(self) -> bool:
@@ -289,7 +294,8 @@ class _GenerationRun:
 
     def __init__(self, member: HFMember, request: Request):
         self.member = member
-        self.request = request
+        self.forced = forced_prefix(request)
+        self.request = request = forced_call(request)
         self.prompt_ids = member._encode_prompt(request)
         window = member.context_window or (len(self.prompt_ids) + request.params.max_tokens)
         self.max_new_tokens = min(request.params.max_tokens, window - len(self.prompt_ids))
@@ -341,7 +347,7 @@ class _GenerationRun:
 
     def generation(self, latency_s: float) -> Generation:
         tok = self.member.tokenizer
-        text, tool_calls = parse_tool_calls(self.assembler.text, self.request.tools)
+        text, tool_calls = parse_tool_calls(self.forced + self.assembler.text, self.request.tools)
         if tool_calls:
             finish = "tool_calls"
         elif self.assembler.stopped or self.hit_eos:

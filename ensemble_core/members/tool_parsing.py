@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from ensemble_core.types import ToolCall, ToolSpec
+from ensemble_core.types import Request, ToolCall, ToolSpec
 
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
@@ -46,3 +46,25 @@ def _as_call(raw: str, names: set[str]) -> ToolCall | None:
     if not isinstance(arguments, dict):
         return None
     return ToolCall(name=obj["name"], arguments=arguments)
+
+
+def forced_call(request: Request) -> Request:
+    """Honour `tool_choice` "required" or a tool's name for a local model: the answer is made to begin with
+    the opening of a Hermes tool call (with the tool's name when it is given, or when there is only one
+    tool), and to stop at its end. `forced_prefix` is what the parser must put back in front of the output."""
+    prefix = forced_prefix(request)
+    if not prefix:
+        return request
+    return request.with_prefill(prefix).with_params(stop=[*request.params.stop, "</tool_call>"])
+
+
+def forced_prefix(request: Request) -> str:
+    """The text a forced tool call begins with ("" when the request does not force one or already has a prefill)."""
+    choice = request.tool_choice
+    if not request.tools or request.prefill or choice in (None, "auto", "none"):
+        return ""
+    names = [t.name for t in request.tools]
+    name = choice if choice in names else names[0] if len(names) == 1 else None
+    if name is None:
+        return '<tool_call>{"name": "'
+    return f'<tool_call>{{"name": "{name}", "arguments": {{'
