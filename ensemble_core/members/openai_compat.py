@@ -1,4 +1,4 @@
-"""`OpenAICompatMember`: any OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, Ollama, OpenAI itself) as a
+"""`OpenAICompatMember`: any OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, Ollama, OpenAI) as a
 member; this is how an ensemble spreads over many GPUs and hosts.
 
 Chat completions give generate / stream (text, tool calls, per-token logprobs, usage); `/v1/completions` with
@@ -108,7 +108,7 @@ class OpenAICompatMember(Member):
         self._alignment: AlignmentCheck | None = None
         self._probe_lock = threading.Lock()
 
-    # clients -------------------------------------------------------------------------------------------------
+    # clients ----------
     def _client_options(self) -> dict[str, Any]:
         return {
             "base_url": self.base_url,
@@ -144,10 +144,12 @@ class OpenAICompatMember(Member):
     def model_name(self) -> str:
         return self.model
 
-    # capabilities --------------------------------------------------------------------------------------------
+    # capabilities ----------
     @property
     def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]
-        return frozenset({Capability.GENERATE} | ({Capability.SCORE} if self.has(Capability.SCORE) else set()))
+        return frozenset(
+            {Capability.GENERATE} | ({Capability.SCORE} if self.has(Capability.SCORE) else set())
+        )
 
     def has(self, capability: Capability) -> bool:
         if capability is Capability.SCORE:
@@ -160,8 +162,9 @@ class OpenAICompatMember(Member):
         if capability is Capability.SCORE and not self.has(capability):
             found = "score=False was given" if self.score_setting is False else self.probe().reason
             raise CapabilityError(
-                f"member {self.name!r} (OpenAICompatMember, {self.base_url}) lacks the 'score' capability that "
-                f"{why} needs: {found}; use a server that returns prompt log-probabilities from /v1/completions "
+                f"member {self.name!r} (OpenAICompatMember, {self.base_url}) lacks the 'score' capability "
+                f"that {why} needs: {found}; use a server that returns prompt log-probabilities from "
+                "/v1/completions "
                 "with echo (vLLM, llama.cpp), or a local HFMember"
             )
         super().require(capability, why)
@@ -200,7 +203,7 @@ class OpenAICompatMember(Member):
             "logprobs": PROBE_TOP_K,
         }
 
-    # generate ------------------------------------------------------------------------------------------------
+    # generate ----------
     def generate(self, request: Request) -> Generation:
         with self._api_errors():
             completion = self.client.chat.completions.create(**self._chat_kwargs(request))
@@ -225,7 +228,9 @@ class OpenAICompatMember(Member):
     async def astream(self, request: Request) -> AsyncIterator[Delta]:
         reader = _StreamReader(self.name, bool(self.request_logprobs))
         with self._api_errors():
-            chunks = await self.async_client.chat.completions.create(**self._chat_kwargs(request, stream=True))
+            chunks = await self.async_client.chat.completions.create(
+                **self._chat_kwargs(request, stream=True)
+            )
             try:
                 async for chunk in chunks:
                     for delta in reader.feed(chunk):
@@ -278,7 +283,7 @@ class OpenAICompatMember(Member):
             prompt_format="server",
         )
 
-    # score ---------------------------------------------------------------------------------------------------
+    # score ----------
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
         """Log-probability of each continuation after its prompt (raw text), read from the server's echoed
         prompt log-probabilities the way the probe found them aligned."""
@@ -286,7 +291,9 @@ class OpenAICompatMember(Member):
         results = []
         for prompt, continuation in pairs:
             with self._api_errors():
-                response = self.client.completions.create(**self._score_kwargs(prompt + continuation, alignment))
+                response = self.client.completions.create(
+                    **self._score_kwargs(prompt + continuation, alignment)
+                )
             results.append(self._read_score(response, prompt, continuation, alignment))
         return results
 
@@ -296,7 +303,9 @@ class OpenAICompatMember(Member):
 
         async def one(prompt: str, continuation: str) -> ContinuationScore:
             with self._api_errors():
-                response = await client.completions.create(**self._score_kwargs(prompt + continuation, alignment))
+                response = await client.completions.create(
+                    **self._score_kwargs(prompt + continuation, alignment)
+                )
             return self._read_score(response, prompt, continuation, alignment)
 
         return list(await asyncio.gather(*(one(p, c) for p, c in pairs)))
@@ -309,9 +318,18 @@ class OpenAICompatMember(Member):
 
     def _score_kwargs(self, text: str, alignment: Alignment) -> dict[str, Any]:
         top = 1 if alignment is Alignment.ALIGNED else self.score_top_logprobs
-        return {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": top}
+        return {
+            "model": self.model,
+            "prompt": text,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": top,
+        }
 
-    def _read_score(self, response: Any, prompt: str, continuation: str, alignment: Alignment) -> ContinuationScore:
+    def _read_score(
+        self, response: Any, prompt: str, continuation: str, alignment: Alignment
+    ) -> ContinuationScore:
         if not continuation:
             return ContinuationScore(sum_logprob=0.0, n_tokens=0, n_chars=0)
         try:
@@ -319,7 +337,8 @@ class OpenAICompatMember(Member):
             values = continuation_logprobs(logprobs, len(prompt), len(prompt) + len(continuation), alignment)
         except MissingLogprobError as err:
             hint = (
-                f"; the server shifts prompt log-probabilities, so only tokens among the top {self.score_top_logprobs} "
+                "; the server shifts prompt log-probabilities, so only tokens among the top "
+                f"{self.score_top_logprobs} "
                 "can be read: raise score_top_logprobs"
                 if alignment is Alignment.SHIFTED
                 else "; give a non-empty prompt"
@@ -329,7 +348,7 @@ class OpenAICompatMember(Member):
             raise MemberError(self.name, f"cannot score {continuation!r}: {err}") from None
         return ContinuationScore(sum_logprob=sum(values), n_tokens=len(values), n_chars=len(continuation))
 
-    # errors --------------------------------------------------------------------------------------------------
+    # errors ----------
     @contextmanager
     def _api_errors(self) -> Iterator[None]:
         """Turn the client's errors into `MemberError`s with the secret key blanked out. They are raised
@@ -399,11 +418,13 @@ class _StreamReader:
         for index, arguments in self.arguments.items():
             parse_arguments(self.member, self.names.get(index, "?"), arguments)
         finish = "tool_calls" if self.arguments else (self.finish_reason or "stop")
-        usage = self.usage or Usage(output_tokens=self.logprob_tokens if self.counts_logprobs else self.chunks)
+        usage = self.usage or Usage(
+            output_tokens=self.logprob_tokens if self.counts_logprobs else self.chunks
+        )
         return Delta(member=self.member, final=True, finish_reason=finish, usage=usage)
 
 
-# mapping -----------------------------------------------------------------------------------------------------
+# mapping ----------
 def to_openai_message(message: Message) -> dict[str, Any]:
     """One engine message as an OpenAI chat message (assistant tool calls with JSON-string arguments)."""
     out: dict[str, Any] = {"role": message.role, "content": message.content}
@@ -425,7 +446,7 @@ def to_openai_message(message: Message) -> dict[str, Any]:
 
 
 def to_openai_tool_choice(choice: str) -> str | dict[str, Any]:
-    """"auto" / "none" / "required" pass through; any other string names the one tool to call."""
+    """ "auto" / "none" / "required" pass through; any other string names the one tool to call."""
     if choice in ("auto", "none", "required"):
         return choice
     return {"type": "function", "function": {"name": choice}}
@@ -435,8 +456,10 @@ def parse_tool_call(member: str, call: Any) -> ToolCall:
     """An OpenAI tool call -> `ToolCall`; arguments that are not a JSON object fail the member."""
     function = call.function
     arguments = parse_arguments(member, function.name, function.arguments)
-    return ToolCall(id=call.id, name=function.name, arguments=arguments) if call.id else ToolCall(
-        name=function.name, arguments=arguments
+    return (
+        ToolCall(id=call.id, name=function.name, arguments=arguments)
+        if call.id
+        else ToolCall(name=function.name, arguments=arguments)
     )
 
 
@@ -447,10 +470,16 @@ def parse_arguments(member: str, tool: str, arguments: str | None) -> dict[str, 
         parsed = json.loads(arguments)
     except json.JSONDecodeError as err:
         raise MemberError(
-            member, f"the server's call of tool {tool!r} has arguments that are not valid JSON ({err}): {arguments[:200]!r}"
+            member,
+            f"the server's call of tool {tool!r} has arguments that are not valid JSON ({err}): "
+            f"{arguments[:200]!r}",
         ) from None
     if not isinstance(parsed, dict):
-        raise MemberError(member, f"the server's call of tool {tool!r} has arguments that are not a JSON object: {arguments[:200]!r}")
+        raise MemberError(
+            member,
+            f"the server's call of tool {tool!r} has arguments that are not a JSON object: "
+            f"{arguments[:200]!r}",
+        )
     return parsed
 
 
@@ -473,7 +502,8 @@ def _describe(err: openai.APIError) -> str:
         return "the request timed out"
     if isinstance(err, openai.APIConnectionError):
         cause = err.__cause__
-        return f"cannot connect to the server ({type(cause).__name__ if cause else 'connection error'}: {cause or err})"
+        kind = type(cause).__name__ if cause else "connection error"
+        return f"cannot connect to the server ({kind}: {cause or err})"
     if isinstance(err, openai.APIStatusError):
         return f"HTTP {err.status_code}: {err.message}"
     return f"{type(err).__name__}: {err.message}"

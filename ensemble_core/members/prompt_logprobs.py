@@ -1,5 +1,5 @@
-"""Prompt log-probabilities from a server's `/v1/completions` with `echo` and `logprobs`, read without trusting
-their alignment.
+"""Prompt log-probabilities from a server's `/v1/completions` with `echo` and `logprobs`, read without
+trusting their alignment.
 
 A correct server reports at position i the log-probability of token i given the tokens before it, and at
 `top_logprobs[i]` the top of the distribution that predicted token i. Some servers are off by one:
@@ -35,7 +35,7 @@ class Alignment(str, Enum):
 
 
 class EchoLogprobs(BaseModel):
-    """The `logprobs` of one echoed completion choice: tokens, their character offsets and log-probabilities."""
+    """The `logprobs` of one echoed completion choice: tokens, their character offsets, log-probabilities."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -46,10 +46,12 @@ class EchoLogprobs(BaseModel):
 
     @classmethod
     def from_response(cls, logprobs: Any) -> EchoLogprobs:
-        """From an openai `CompletionChoice.logprobs` (or its dict); a missing or short field is a ValueError."""
+        """From an openai `CompletionChoice.logprobs` (or its dict); missing or short fields: ValueError."""
         data = logprobs.model_dump() if hasattr(logprobs, "model_dump") else logprobs
         if not data or not data.get("tokens") or data.get("token_logprobs") is None:
-            raise ValueError("the response carries no prompt log-probabilities (echo with logprobs is ignored)")
+            raise ValueError(
+                "the response carries no prompt log-probabilities (echo with logprobs is ignored)"
+            )
         parsed = cls.model_validate(data)
         if not (len(parsed.tokens) == len(parsed.text_offset) == len(parsed.token_logprobs)):
             raise ValueError("the response's tokens, text_offset and token_logprobs differ in length")
@@ -90,12 +92,21 @@ def detect_alignment(logprobs: EchoLogprobs, text: str = PROBE_TEXT) -> Alignmen
         aligned += _argmax(own) == logprobs.tokens[i]
         shifted += _argmax(previous) == logprobs.tokens[i]
     if not counted:
-        return AlignmentCheck(alignment=None, reason="the server returned no top log-probabilities for the probe")
-    evidence = f"{aligned}/{counted} probe tokens fit the aligned reading, {shifted}/{counted} the shifted one"
-    for alignment, hits, other in ((Alignment.ALIGNED, aligned, shifted), (Alignment.SHIFTED, shifted, aligned)):
+        return AlignmentCheck(
+            alignment=None, reason="the server returned no top log-probabilities for the probe"
+        )
+    evidence = (
+        f"{aligned}/{counted} probe tokens fit the aligned reading, {shifted}/{counted} the shifted one"
+    )
+    for alignment, hits, other in (
+        (Alignment.ALIGNED, aligned, shifted),
+        (Alignment.SHIFTED, shifted, aligned),
+    ):
         if hits >= MIN_AGREEMENT * counted and hits > other:
             return AlignmentCheck(alignment=alignment, reason=evidence)
-    return AlignmentCheck(alignment=None, reason=f"prompt log-probabilities fit neither alignment ({evidence})")
+    return AlignmentCheck(
+        alignment=None, reason=f"prompt log-probabilities fit neither alignment ({evidence})"
+    )
 
 
 def _check_without_top(logprobs: EchoLogprobs, positions: Sequence[int]) -> AlignmentCheck:
@@ -106,10 +117,13 @@ def _check_without_top(logprobs: EchoLogprobs, positions: Sequence[int]) -> Alig
         return AlignmentCheck(alignment=None, reason="the server returned no log-probabilities for the probe")
     mean = sum(values) / len(values)
     if mean > math.log(0.5):
-        return AlignmentCheck(alignment=Alignment.ALIGNED, reason=f"probe tokens have mean log-probability {mean:.2f}")
+        return AlignmentCheck(
+            alignment=Alignment.ALIGNED, reason=f"probe tokens have mean log-probability {mean:.2f}"
+        )
     return AlignmentCheck(
         alignment=None,
-        reason=f"probe tokens have mean log-probability {mean:.2f}: too low for a correct alignment, and without "
+        reason=f"probe tokens have mean log-probability {mean:.2f}: too low for a correct alignment, and "
+        "without "
         "top log-probabilities a shifted one cannot be read",
     )
 

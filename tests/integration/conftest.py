@@ -11,9 +11,9 @@ from tests.integration.llama_server import LlamaServer, llama_cpp_server_missing
 
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[str]:
-    """The base URL ("http://127.0.0.1:PORT/v1") of a llama.cpp server serving the packaged SmolLM2-135M-Instruct
-    GGUF with the chatml chat format; any model name is accepted. Skipped when llama-cpp-python[server] is
-    not installed; stopped at the end of the session."""
+    """The base URL ("http://127.0.0.1:PORT/v1") of a llama.cpp server serving the packaged
+    SmolLM2-135M-Instruct GGUF with the chatml chat format; any model name is accepted. Skipped when
+    llama-cpp-python[server] is not installed; stopped at the end of the session."""
     missing = llama_cpp_server_missing()
     if missing:
         pytest.skip(missing)

@@ -28,7 +28,9 @@ def member(llama_server: str) -> OpenAICompatMember:
 
 
 def ask(question: str = QUESTION, max_tokens: int = 24, **fields) -> Request:
-    return Request(messages=[Message(role="user", content=question)], params=Params(max_tokens=max_tokens), **fields)
+    return Request(
+        messages=[Message(role="user", content=question)], params=Params(max_tokens=max_tokens), **fields
+    )
 
 
 def test_chat_answers_paris_with_usage_and_logprobs(member: OpenAICompatMember) -> None:
@@ -76,7 +78,9 @@ def test_forced_tool_call_is_parsed_whole_and_streamed(member: OpenAICompatMembe
     assert deltas[-1].finish_reason == "tool_calls"
 
 
-def test_score_ranks_paris_above_london_and_agrees_with_the_local_model(member: OpenAICompatMember, smollm2) -> None:
+def test_score_ranks_paris_above_london_and_agrees_with_the_local_model(
+    member: OpenAICompatMember, smollm2
+) -> None:
     assert member.has(Capability.SCORE), member.probe().reason
     pairs = [
         ("The capital of France is", " Paris"),
@@ -85,7 +89,7 @@ def test_score_ranks_paris_above_london_and_agrees_with_the_local_model(member: 
     ]
     remote, local = member.score(pairs), smollm2.score(pairs)
     assert remote[0].sum_logprob > remote[1].sum_logprob
-    for r, h in zip(remote, local):
+    for r, h in zip(remote, local, strict=True):
         assert r.n_tokens == h.n_tokens
         assert abs(r.sum_logprob - h.sum_logprob) <= TOLERANCE_PER_TOKEN * r.n_tokens
 
@@ -98,7 +102,9 @@ async def test_async_score_matches_sync_score(member: OpenAICompatMember) -> Non
 
 
 def test_fallback_skips_a_dead_server_quickly(member: OpenAICompatMember) -> None:
-    dead = OpenAICompatMember(f"http://127.0.0.1:{free_port()}/v1", "none", name="dead", timeout_s=2, max_retries=0)
+    dead = OpenAICompatMember(
+        f"http://127.0.0.1:{free_port()}/v1", "none", name="dead", timeout_s=2, max_retries=0
+    )
     ensemble = Ensemble([dead, member], "fallback")
     for _ in range(2):  # each sync run has its own event loop: the member's async client must follow it
         result = ensemble.run(QUESTION, max_tokens=24)
@@ -110,4 +116,3 @@ def test_fallback_skips_a_dead_server_quickly(member: OpenAICompatMember) -> Non
     deltas = list(ensemble.stream(QUESTION, max_tokens=24))
     assert "Paris" in "".join(d.text for d in deltas)
     assert [c.ok for c in deltas[-1].trace.calls] == [False, True]
-
