@@ -87,9 +87,15 @@ class ProposalFusion(Strategy):
 
     piece: ClassVar[str] = "piece"
 
-    members: list[str] | None = Field(default=None, description="names of the members that take part; default: all")
+    members: list[str] | None = Field(
+        default=None, description="names of the members that take part; default: all"
+    )
 
     def members_used(self, members: Sequence[Member]) -> list[Member]:
+        return self.proposers(members)
+
+    def proposers(self, members: Sequence[Member]) -> list[Member]:
+        """The members that propose pieces (and, for perplexity scoring, score them)."""
         if self.members is None:
             return list(members)
         return [resolve_member(members, name, f"{self.name}.members") for name in self.members]
@@ -150,15 +156,21 @@ class ProposalFusion(Strategy):
             yield Delta(text=text, member=member)
         if answer.tool_call is not None:
             call = answer.tool_call
-            yield Delta(text=call.text, tool_call_chunks=tool_calls_to_chunks(call.tool_calls), member=call.member)
+            yield Delta(
+                text=call.text, tool_call_chunks=tool_calls_to_chunks(call.tool_calls), member=call.member
+            )
             yield ctx.final_delta(call.member, finish_reason="tool_calls", **self._summary(answer))
             return
-        yield ctx.final_delta(answer.chosen or "", finish_reason=answer.finish_reason, **self._summary(answer))
+        yield ctx.final_delta(
+            answer.chosen or "", finish_reason=answer.finish_reason, **self._summary(answer)
+        )
 
-    async def _fuse(self, ctx: RunContext, request: Request, answer: _Answer) -> AsyncIterator[tuple[str, str]]:
+    async def _fuse(
+        self, ctx: RunContext, request: Request, answer: _Answer
+    ) -> AsyncIterator[tuple[str, str]]:
         """Run the rounds, yielding (text, member) as each piece is accepted; fills in `answer`."""
         request = self.prepare(request)
-        members = self.members_used(list(ctx.members.values()))
+        members = self.proposers(list(ctx.members.values()))
         assembler = TextAssembler(lambda ids: "".join(answer.pieces[i] for i in ids), request.params.stop)
         answer.finish_reason = "length"
         while self.max_rounds is None or len(answer.rounds) < self.max_rounds:
@@ -213,7 +225,9 @@ class ProposalFusion(Strategy):
         if answer.tool_call is not None:
             reason = f"{answer.tool_call.member!r} proposed a tool call; it is returned intact"
         else:
-            reason = f"{len(answer.pieces)} {self.piece}s fused; kept per member: {dict(Counter(answer.winners))}"
+            reason = (
+                f"{len(answer.pieces)} {self.piece}s fused; kept per member: {dict(Counter(answer.winners))}"
+            )
         return {"reason": reason, "rounds": answer.rounds, "wins": dict(Counter(answer.winners))}
 
 
@@ -271,10 +285,14 @@ class SpanFusion(ProposalFusion):
 
     words: int = Field(default=3, ge=1, le=64, description="words per proposed span")
     span_tokens: int = Field(
-        default=12, ge=1, le=256, description="most new tokens a member writes for one proposal (enough for the words)"
+        default=12,
+        ge=1,
+        le=256,
+        description="most new tokens a member writes for one proposal (enough for the words)",
     )
     weights: dict[str, float] | None = Field(
-        default=None, description="member name -> weight of its perplexity in the mean; default: equal weights"
+        default=None,
+        description="member name -> weight of its perplexity in the mean; default: equal weights",
     )
 
     @model_validator(mode="after")
@@ -282,7 +300,9 @@ class SpanFusion(ProposalFusion):
         if self.weights is not None and (
             any(w < 0 for w in self.weights.values()) or not any(self.weights.values())
         ):
-            raise ValueError("weights must be >= 0 with at least one above 0, e.g. {'smollm2': 1, 'gemma3': 2}")
+            raise ValueError(
+                "weights must be >= 0 with at least one above 0, e.g. {'smollm2': 1, 'gemma3': 2}"
+            )
         return self
 
     def check(self, members: Mapping[str, Member]) -> None:
@@ -301,8 +321,10 @@ class SpanFusion(ProposalFusion):
     async def choose(
         self, ctx: RunContext, request: Request, prefix: str, pieces: Sequence[str], candidates: Sequence[str]
     ) -> Choice:
-        scorers = self.members_used(list(ctx.members.values()))
-        scores = await score_candidates(ctx, scorers, request, prefix, candidates, self.weights, role="score span")
+        scorers = self.proposers(list(ctx.members.values()))
+        scores = await score_candidates(
+            ctx, scorers, request, prefix, candidates, self.weights, role="score span"
+        )
         if not scores.combined:
             raise AllMembersFailedError(scores.errors)
         return Choice(scores.best, scores.details())

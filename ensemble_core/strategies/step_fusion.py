@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import ClassVar, Literal, Union
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -20,10 +20,10 @@ from ensemble_core.scoring.continuations import score_candidates
 from ensemble_core.scoring.judges import boundary, option_probabilities, quote, render_conversation
 from ensemble_core.strategies.base import resolve_member
 from ensemble_core.strategies.context import RunContext
-from ensemble_core.strategies.span_fusion import Choice, ProposalFusion, Proposal
+from ensemble_core.strategies.span_fusion import Choice, Proposal, ProposalFusion
 from ensemble_core.types import Message, Request
 
-Verifier = Callable[[Request, list[str], str], Union[float, Awaitable[float]]]
+Verifier = Callable[[Request, list[str], str], float | Awaitable[float]]
 
 MATH_HINT = (
     "Solve the problem step by step. Write each step on its own line. "
@@ -50,37 +50,53 @@ class StepFusion(ProposalFusion):
     where a step is a line and the answer ends at EOS)."""
 
     name: ClassVar[str] = "step-fusion"
-    summary: ClassVar[str] = "members propose reasoning steps; a scorer (perplexity, judge, verifier) picks each"
+    summary: ClassVar[str] = (
+        "members propose reasoning steps; a scorer (perplexity, judge, verifier) picks each"
+    )
     paper: ClassVar[str | None] = (
         "Lightman et al. 2023, Let's Verify Step by Step (arXiv:2305.20050): process-level scoring of "
         "reasoning steps; Liu et al. 2024, Cool-Fusion (arXiv:2407.19807): members propose, all score"
     )
     piece: ClassVar[str] = "step"
 
-    scorer: Union[Literal["perplexity", "judge"], Verifier] = Field(
+    scorer: Literal["perplexity", "judge"] | Verifier = Field(
         default="perplexity",
         description='"perplexity", "judge", or a callable (request, steps_so_far, candidate) -> float (higher wins)',
     )
-    judge: str | None = Field(default=None, description='the member that judges when scorer="judge"; default: the first')
+    judge: str | None = Field(
+        default=None, description='the member that judges when scorer="judge"; default: the first'
+    )
     separator: str = Field(default="\n", min_length=1, description="the text that ends a step")
     answer_markers: list[str] = Field(
-        default_factory=lambda: ["The answer is", "####"], description="a step holding one of these ends the answer"
+        default_factory=lambda: ["The answer is", "####"],
+        description="a step holding one of these ends the answer",
     )
     max_steps: int = Field(default=12, ge=1, le=256, description="most steps before the answer is cut off")
-    step_tokens: int = Field(default=48, ge=1, le=1024, description="most new tokens a member writes for one step")
+    step_tokens: int = Field(
+        default=48, ge=1, le=1024, description="most new tokens a member writes for one step"
+    )
     hint: str | None = Field(default=MATH_HINT, description="added to the system message; None adds nothing")
+
+    def members_used(self, members: Sequence[Member]) -> list[Member]:
+        proposers = self.proposers(members)
+        if self.scorer != "judge":
+            return proposers
+        judge = self._judge(members)
+        return proposers if judge in proposers else [*proposers, judge]
 
     def check(self, members: Mapping[str, Member]) -> None:
         super().check(members)
-        used = self.members_used(list(members.values()))
         if self.scorer == "perplexity":
-            for member in used:
+            for member in self.proposers(list(members.values())):
                 member.require(Capability.SCORE, 'step-fusion with scorer="perplexity"')
         elif self.scorer == "judge":
-            self._judge(used).require(Capability.SCORE, 'step-fusion with scorer="judge"')
+            self._judge(list(members.values())).require(Capability.SCORE, 'step-fusion with scorer="judge"')
 
     def _judge(self, members: Sequence[Member]) -> Member:
-        return resolve_member(members, self.judge, "step-fusion.judge") if self.judge else members[0]
+        """The judge: the member named `judge` (any member of the ensemble), else the first proposer."""
+        if self.judge:
+            return resolve_member(members, self.judge, "step-fusion.judge")
+        return self.proposers(members)[0]
 
     @property
     def proposal_tokens(self) -> int:
@@ -117,10 +133,12 @@ class StepFusion(ProposalFusion):
             scores = await asyncio.gather(*(_verify(self.scorer, request, steps, c) for c in candidates))
             best = max(range(len(candidates)), key=scores.__getitem__)
             return Choice(best, {"score_name": "verifier", "scores": scores})
-        members = self.members_used(list(ctx.members.values()))
+        members = list(ctx.members.values())
         if self.scorer == "judge":
             return await self._judge_choice(ctx, self._judge(members), request, steps, candidates)
-        found = await score_candidates(ctx, members, request, prefix, candidates, role="score step")
+        found = await score_candidates(
+            ctx, self.proposers(members), request, prefix, candidates, role="score step"
+        )
         if not found.combined:
             raise AllMembersFailedError(found.errors)
         return Choice(found.best, {"score_name": "perplexity", "scores": found.combined, **found.details()})

@@ -18,7 +18,7 @@ class ScoringMember(ScriptedMember):
 
     capabilities = frozenset({Capability.GENERATE, Capability.SCORE})
 
-    def __init__(self, name: str, script, *, logprob: CharLogprob | None = None, **kwargs):  # noqa: ANN001
+    def __init__(self, name: str, script, *, logprob: CharLogprob | None = None, **kwargs):
         super().__init__(name, script, **kwargs)
         self.logprob = logprob or (lambda prompt, continuation: -1.0)
         self.scored: list[tuple[str, str]] = []
@@ -33,9 +33,9 @@ class ScoringMember(ScriptedMember):
         ]
 
 
-def continuing(answer: str, otherwise: str = " and so on.") -> Callable[[Request], str]:
+def continuing(answer: str, otherwise: str = "") -> Callable[[Request], str]:
     """A script that continues `answer` from the request's prefill, or says `otherwise` once it has diverged
-    (scripted members ignore max_tokens: the strategy cuts their proposals)."""
+    (by default nothing: it yields). Scripted members ignore max_tokens: the strategy cuts their proposals."""
 
     def reply(request: Request) -> str:
         return answer[len(request.prefill) :] if answer.startswith(request.prefill) else otherwise

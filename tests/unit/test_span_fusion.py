@@ -10,17 +10,11 @@ from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.scoring.continuations import continuation_pair
 from ensemble_core.strategies import SpanFusion
 from ensemble_core.strategies.span_fusion import cut_words
-from ensemble_core.types import Request, ToolCall, ToolSpec
+from ensemble_core.types import Request, ToolCall, ToolSpec, merge_tool_call_chunks
 from tests.unit.fusion_doubles import ScoringMember, continuing, prefers
 
 PARIS = "The capital of France is Paris."
 LONDON = "The capital of France is London."
-
-
-def stream_text(ens: Ensemble, prompt: str, **kwargs) -> tuple[str, object]:  # noqa: ANN003
-    deltas = list(ens.stream(prompt, **kwargs))
-    assert deltas[-1].final and all(not d.final for d in deltas[:-1])
-    return "".join(d.text for d in deltas), deltas[-1]
 
 
 # cutting spans at word boundaries --------------------------------------------------------------------------
@@ -123,8 +117,10 @@ def test_every_scorer_failing_is_a_clear_error():
     def broken(prompt: str, continuation: str) -> float:
         raise RuntimeError("no logprobs")
 
-    members = [ScoringMember("a", continuing(PARIS), logprob=broken),
-               ScoringMember("b", continuing(LONDON), logprob=broken)]
+    members = [
+        ScoringMember("a", continuing(PARIS), logprob=broken),
+        ScoringMember("b", continuing(LONDON), logprob=broken),
+    ]
     with pytest.raises(AllMembersFailedError, match="no logprobs"):
         Ensemble(members, SpanFusion(words=8)).run("Capital?")
 
@@ -153,14 +149,17 @@ def test_a_proposed_tool_call_is_returned_intact():
     call = ToolCall(name="weather", arguments={"city": "Paris"})
     talker = ScoringMember("talker", continuing("Let me think about the weather."))
     caller = ScoringMember("caller", [call])
-    tools = [ToolSpec(name="weather", parameters={"type": "object", "properties": {"city": {"type": "string"}}})]
+    tools = [
+        ToolSpec(name="weather", parameters={"type": "object", "properties": {"city": {"type": "string"}}})
+    ]
     ens = Ensemble([talker, caller], SpanFusion())
     result = ens.run("Weather in Paris?", tools=tools)
     assert result.tool_calls == [call]
     assert result.finish_reason == "tool_calls"
     assert talker.calls[0].params.max_tokens == 256  # the first round asks for whole answers
-    text, final = stream_text(ens, "Weather in Paris?", tools=tools)
-    assert final.finish_reason == "tool_calls" and final.trace.chosen == "caller"
+    deltas = list(ens.stream("Weather in Paris?", tools=tools))
+    assert merge_tool_call_chunks([c for d in deltas for c in d.tool_call_chunks]) == [call]
+    assert deltas[-1].finish_reason == "tool_calls" and deltas[-1].trace.chosen == "caller"
 
 
 def test_text_answers_go_on_when_tools_are_given_but_not_called():
@@ -173,7 +172,10 @@ def test_text_answers_go_on_when_tools_are_given_but_not_called():
 # the prefill hook on real (tiny) models --------------------------------------------------------------------
 def test_hf_member_continues_its_own_prompt_after_a_prefill(tiny_member):
     request = Request(messages=[{"role": "user", "content": "hi"}])
-    assert tiny_member.format_prompt(request.with_prefill("Hello")) == tiny_member.format_prompt(request) + "Hello"
+    assert (
+        tiny_member.format_prompt(request.with_prefill("Hello"))
+        == tiny_member.format_prompt(request) + "Hello"
+    )
     plain = tiny_member.generate(request.with_params(max_tokens=2))
     prefilled = tiny_member.generate(request.with_prefill("Hello").with_params(max_tokens=2))
     assert prefilled.usage.input_tokens == plain.usage.input_tokens + len("Hello")  # byte tokenizer
