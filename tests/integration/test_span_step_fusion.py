@@ -1,0 +1,70 @@
+"""Span and step fusion on the packaged default pair (SmolLM2-135M-Instruct, chat; Gemma 3 270M, plain Q/A)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ensemble_core import Ensemble
+from ensemble_core.strategies import SpanFusion, StepFusion
+
+pytestmark = pytest.mark.integration
+
+GSM8K_STYLE = "Tom has 3 apples and buys 5 more. How many apples does he have now?"
+
+
+@pytest.fixture(scope="module")
+def span_ensemble(default_pair):
+    return Ensemble(default_pair, SpanFusion())
+
+
+@pytest.fixture(scope="module")
+def step_ensemble(default_pair):
+    return Ensemble(default_pair, StepFusion(step_tokens=20, max_steps=4))
+
+
+@pytest.fixture(scope="module")
+def step_result(step_ensemble):
+    return step_ensemble.run(GSM8K_STYLE, max_tokens=48)
+
+
+async def test_span_fusion_answers_the_capital_of_france(span_ensemble):
+    result = await span_ensemble.arun("What is the capital of France?", max_tokens=32)
+    assert "Paris" in result.text
+    rounds = result.trace.details["rounds"]
+    assert result.text == "".join(r["text"] for r in rounds if "text" in r)
+    assert {r["winner"] for r in rounds if "winner" in r} <= {"smollm2", "gemma3"}
+    assert {c.member for c in result.trace.calls if c.role == "propose span"} == {"smollm2", "gemma3"}
+
+
+async def test_span_fusion_stream_joins_to_the_result(span_ensemble):
+    question = "What is the capital of Italy?"
+    result = await span_ensemble.arun(question, max_tokens=16)
+    deltas = [d async for d in span_ensemble.astream(question, max_tokens=16)]
+    assert "".join(d.text for d in deltas) == result.text  # greedy: the same spans, yielded as accepted
+    assert deltas[-1].final and deltas[-1].usage.total_tokens > 0
+
+
+def test_step_fusion_writes_steps_scored_by_both_members(step_result):
+    rounds = step_result.trace.details["rounds"]
+    steps = [r["text"] for r in rounds if "text" in r]
+    assert steps and step_result.text == "\n".join(steps)
+    for r in rounds:
+        if "scores" in r:  # the members disagreed: both scored every candidate, the least surprising won
+            assert set(r["perplexity"]) == {"smollm2", "gemma3"}
+            assert r["text"] == r["candidates"][min(range(len(r["scores"])), key=r["scores"].__getitem__)]
+
+
+async def test_step_fusion_stream_joins_to_the_result(step_ensemble, step_result):
+    deltas = [d async for d in step_ensemble.astream(GSM8K_STYLE, max_tokens=48)]
+    assert "".join(d.text for d in deltas) == step_result.text
+
+
+@pytest.mark.xfail(
+    reason="135M/270M models rarely finish with 'The answer is 8' within 4 short steps; the mechanism is "
+    "covered by tests/unit/test_step_fusion.py",
+    strict=False,
+)
+def test_step_fusion_reaches_the_right_final_answer(step_result):
+    assert re.search(r"(The answer is|####)\s*8\b", step_result.text)
