@@ -1,36 +1,25 @@
-"""Test doubles for span and step fusion: scripted members that continue a fixed answer from any prefill and
-score continuations with a given function."""
+"""Test doubles for span and step fusion: scripted members that continue a fixed answer from any prefill, and
+score continuations with a given function (the `ScoringMember` of the strategy helpers)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from ensemble_core.members.base import Capability
-from ensemble_core.members.scripted import ScriptedMember
-from ensemble_core.types import ContinuationScore, Request
+from ensemble_core.types import Request
+from tests.unit.strategy_helpers import ScoringMember
 
-# log-probability per character of `continuation` after `prompt`
-CharLogprob = Callable[[str, str], float]
+# sum log-probability of `continuation` after `prompt`
+Scorer = Callable[[str, str], float]
 
 
-class ScoringMember(ScriptedMember):
-    """A scripted member that can also score: `logprob(prompt, continuation)` per character (default -1)."""
+def neutral(prompt: str, continuation: str) -> float:
+    """Every character equally likely: all candidates tie, so the first proposal wins."""
+    return -float(len(continuation))
 
-    capabilities = frozenset({Capability.GENERATE, Capability.SCORE})
 
-    def __init__(self, name: str, script, *, logprob: CharLogprob | None = None, **kwargs):
-        super().__init__(name, script, **kwargs)
-        self.logprob = logprob or (lambda prompt, continuation: -1.0)
-        self.scored: list[tuple[str, str]] = []
-
-    def score(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
-        self.scored.extend(pairs)
-        return [
-            ContinuationScore(
-                sum_logprob=self.logprob(p, c) * len(c), n_tokens=max(1, len(c.split())), n_chars=len(c)
-            )
-            for p, c in pairs
-        ]
+def scoring(name: str, script, scorer: Scorer = neutral) -> ScoringMember:
+    """A scripted member that can also score, by default without preferences."""
+    return ScoringMember(name, script, scorer=scorer)
 
 
 def continuing(answer: str, otherwise: str = "") -> Callable[[Request], str]:
@@ -43,6 +32,6 @@ def continuing(answer: str, otherwise: str = "") -> Callable[[Request], str]:
     return reply
 
 
-def prefers(word: str, good: float = -0.1, bad: float = -3.0) -> CharLogprob:
-    """Scores continuations that contain `word` as likely and all others as unlikely."""
-    return lambda prompt, continuation: good if word in continuation else bad
+def prefers(word: str, good: float = -0.1, bad: float = -3.0) -> Scorer:
+    """Continuations that contain `word` are likely (`good` per character), all others unlikely (`bad`)."""
+    return lambda prompt, continuation: (good if word in continuation else bad) * len(continuation)

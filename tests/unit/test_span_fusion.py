@@ -11,7 +11,7 @@ from ensemble_core.scoring.continuations import continuation_pair
 from ensemble_core.strategies import SpanFusion
 from ensemble_core.strategies.span_fusion import cut_words
 from ensemble_core.types import Request, ToolCall, ToolSpec, merge_tool_call_chunks
-from tests.unit.fusion_doubles import ScoringMember, continuing, prefers
+from tests.unit.fusion_doubles import continuing, prefers, scoring
 
 PARIS = "The capital of France is Paris."
 LONDON = "The capital of France is London."
@@ -35,8 +35,8 @@ def test_cut_words(text, words, finished, expected):
 
 # the fused answer -------------------------------------------------------------------------------------------
 def test_agreeing_members_need_no_scoring():
-    a = ScoringMember("a", continuing(PARIS))
-    b = ScoringMember("b", continuing(PARIS))
+    a = scoring("a", continuing(PARIS))
+    b = scoring("b", continuing(PARIS))
     result = Ensemble([a, b], SpanFusion(words=2)).run("What is the capital of France?")
     assert result.text == PARIS
     assert result.finish_reason == "stop"
@@ -48,8 +48,8 @@ def test_agreeing_members_need_no_scoring():
 
 
 def test_least_surprising_span_wins_and_all_continue_from_it():
-    a = ScoringMember("a", continuing(LONDON), logprob=prefers("Paris"))
-    b = ScoringMember("b", continuing(PARIS), logprob=prefers("Paris"))
+    a = scoring("a", continuing(LONDON), scorer=prefers("Paris"))
+    b = scoring("b", continuing(PARIS), scorer=prefers("Paris"))
     result = Ensemble([a, b], SpanFusion(words=3)).run("What is the capital of France?")
     assert result.text == PARIS
     last = result.trace.details["rounds"][-1]
@@ -66,8 +66,8 @@ def test_least_surprising_span_wins_and_all_continue_from_it():
 
 
 def test_weights_decide_between_members_that_disagree():
-    a = ScoringMember("a", continuing(LONDON), logprob=prefers("London", bad=-5.0))
-    b = ScoringMember("b", continuing(PARIS), logprob=prefers("Paris", bad=-1.0))
+    a = scoring("a", continuing(LONDON), scorer=prefers("London", bad=-5.0))
+    b = scoring("b", continuing(PARIS), scorer=prefers("Paris", bad=-1.0))
     equal = Ensemble([a, b], SpanFusion(words=8)).run("Capital?")
     assert equal.text == LONDON  # a's dislike of Paris outweighs b's dislike of London
     weighted = Ensemble([a, b], SpanFusion(words=8, weights={"b": 1.0})).run("Capital?")
@@ -75,7 +75,7 @@ def test_weights_decide_between_members_that_disagree():
 
 
 def test_weights_are_checked():
-    a = ScoringMember("a", continuing(PARIS))
+    a = scoring("a", continuing(PARIS))
     with pytest.raises(ConfigError, match="no member is named 'c'"):
         Ensemble([a], SpanFusion(weights={"c": 1.0}))
     with pytest.raises(ConfigError, match="at least one above 0"):
@@ -84,11 +84,11 @@ def test_weights_are_checked():
 
 def test_members_need_the_score_capability():
     with pytest.raises(CapabilityError, match="'plain'.*'score'"):
-        Ensemble([ScoringMember("a", ["x"]), ScriptedMember("plain", ["x"])], SpanFusion())
+        Ensemble([scoring("a", ["x"]), ScriptedMember("plain", ["x"])], SpanFusion())
 
 
 def test_max_tokens_and_stop_strings_end_the_answer():
-    a = ScoringMember("a", continuing(PARIS))
+    a = scoring("a", continuing(PARIS))
     short = Ensemble([a], SpanFusion(words=2)).run("Capital?", max_tokens=3)
     assert short.finish_reason == "length"
     assert short.text == "The capital of France"
@@ -98,8 +98,8 @@ def test_max_tokens_and_stop_strings_end_the_answer():
 
 
 def test_a_failing_member_is_dropped_for_the_round():
-    a = ScoringMember("a", continuing(PARIS))
-    broken = ScoringMember("broken", [RuntimeError("backend down")])
+    a = scoring("a", continuing(PARIS))
+    broken = scoring("broken", [RuntimeError("backend down")])
     result = Ensemble([a, broken], SpanFusion(words=8)).run("Capital?")
     assert result.text == PARIS
     assert result.trace.details["rounds"][0]["failed"] == ["broken"]
@@ -108,7 +108,7 @@ def test_a_failing_member_is_dropped_for_the_round():
 
 
 def test_every_member_failing_is_a_clear_error():
-    members = [ScoringMember(n, [RuntimeError(f"{n} is down")]) for n in ("a", "b")]
+    members = [scoring(n, [RuntimeError(f"{n} is down")]) for n in ("a", "b")]
     with pytest.raises(AllMembersFailedError, match="a is down.*b is down"):
         Ensemble(members, SpanFusion()).run("Capital?")
 
@@ -118,24 +118,24 @@ def test_every_scorer_failing_is_a_clear_error():
         raise RuntimeError("no logprobs")
 
     members = [
-        ScoringMember("a", continuing(PARIS), logprob=broken),
-        ScoringMember("b", continuing(LONDON), logprob=broken),
+        scoring("a", continuing(PARIS), scorer=broken),
+        scoring("b", continuing(LONDON), scorer=broken),
     ]
     with pytest.raises(AllMembersFailedError, match="no logprobs"):
         Ensemble(members, SpanFusion(words=8)).run("Capital?")
 
 
 def test_a_member_that_ends_yields_to_one_that_goes_on():
-    short = ScoringMember("short", continuing("Paris.", otherwise=""))
-    long = ScoringMember("long", continuing("Paris. It is on the Seine.", otherwise=""))
+    short = scoring("short", continuing("Paris.", otherwise=""))
+    long = scoring("long", continuing("Paris. It is on the Seine.", otherwise=""))
     result = Ensemble([long, short], SpanFusion(words=3)).run("Capital?")
     assert result.text == "Paris. It is on the Seine."
     assert result.trace.details["rounds"][1]["proposals"]["short"] == ""
 
 
 async def test_stream_yields_each_accepted_span_and_joins_to_the_result():
-    a = ScoringMember("a", continuing(LONDON), logprob=prefers("Paris"))
-    b = ScoringMember("b", continuing(PARIS), logprob=prefers("Paris"))
+    a = scoring("a", continuing(LONDON), scorer=prefers("Paris"))
+    b = scoring("b", continuing(PARIS), scorer=prefers("Paris"))
     ens = Ensemble([a, b], SpanFusion(words=2))
     result = await ens.arun("Capital?")
     deltas = [d async for d in ens.astream("Capital?")]
@@ -147,8 +147,8 @@ async def test_stream_yields_each_accepted_span_and_joins_to_the_result():
 
 def test_a_proposed_tool_call_is_returned_intact():
     call = ToolCall(name="weather", arguments={"city": "Paris"})
-    talker = ScoringMember("talker", continuing("Let me think about the weather."))
-    caller = ScoringMember("caller", [call])
+    talker = scoring("talker", continuing("Let me think about the weather."))
+    caller = scoring("caller", [call])
     tools = [
         ToolSpec(name="weather", parameters={"type": "object", "properties": {"city": {"type": "string"}}})
     ]
@@ -163,7 +163,7 @@ def test_a_proposed_tool_call_is_returned_intact():
 
 
 def test_text_answers_go_on_when_tools_are_given_but_not_called():
-    a = ScoringMember("a", continuing(PARIS))
+    a = scoring("a", continuing(PARIS))
     tools = [ToolSpec(name="weather")]
     result = Ensemble([a], SpanFusion(words=2)).run("Capital?", tools=tools)
     assert result.text == PARIS and not result.tool_calls

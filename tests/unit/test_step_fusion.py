@@ -10,7 +10,7 @@ from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.strategies import StepFusion
 from ensemble_core.strategies.step_fusion import MATH_HINT
 from ensemble_core.types import Request, ToolCall, ToolSpec
-from tests.unit.fusion_doubles import ScoringMember, continuing, prefers
+from tests.unit.fusion_doubles import continuing, prefers, scoring
 
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have?"
 RIGHT = "Tom starts with 3 apples.\nHe buys 5 more, so 3 + 5 = 8.\nThe answer is 8.\nExtra words."
@@ -18,8 +18,8 @@ WRONG = "Tom starts with 3 apples.\nHe buys 5 more, so 3 + 5 = 9.\nThe answer is
 
 
 def test_steps_are_lines_and_the_answer_marker_ends_the_solution():
-    a = ScoringMember("a", continuing(RIGHT))
-    b = ScoringMember("b", continuing(RIGHT))
+    a = scoring("a", continuing(RIGHT))
+    b = scoring("b", continuing(RIGHT))
     result = Ensemble([a, b], StepFusion()).run(QUESTION)
     assert result.text == "Tom starts with 3 apples.\nHe buys 5 more, so 3 + 5 = 8.\nThe answer is 8."
     assert result.finish_reason == "stop"
@@ -34,8 +34,8 @@ def test_steps_are_lines_and_the_answer_marker_ends_the_solution():
 
 
 def test_perplexity_picks_the_step_members_find_least_surprising():
-    a = ScoringMember("a", continuing(WRONG), logprob=prefers("8"))
-    b = ScoringMember("b", continuing(RIGHT), logprob=prefers("8"))
+    a = scoring("a", continuing(WRONG), scorer=prefers("8"))
+    b = scoring("b", continuing(RIGHT), scorer=prefers("8"))
     result = Ensemble([a, b], StepFusion()).run(QUESTION)
     assert result.text.endswith("The answer is 8.")
     second = result.trace.details["rounds"][1]
@@ -76,7 +76,7 @@ def test_a_member_as_judge_picks_by_its_probability_of_yes():
         correct = "= 9" not in step
         return -0.1 if (continuation.strip() == "Yes") == correct else -2.0
 
-    judge = ScoringMember("judge", ["unused"], logprob=judge_logprob)
+    judge = scoring("judge", ["unused"], scorer=judge_logprob)
     a = ScriptedMember("a", continuing(WRONG))
     b = ScriptedMember("b", continuing(RIGHT))
     strategy = StepFusion(scorer="judge", judge="judge", members=["a", "b"])
@@ -91,7 +91,7 @@ def test_a_failing_judge_keeps_the_first_proposal_and_says_so():
     def broken(prompt: str, continuation: str) -> float:
         raise RuntimeError("judge offline")
 
-    judge = ScoringMember("judge", ["unused"], logprob=broken)
+    judge = scoring("judge", ["unused"], scorer=broken)
     a = ScriptedMember("a", continuing(WRONG))
     b = ScriptedMember("b", continuing(RIGHT))
     result = Ensemble([a, b, judge], StepFusion(scorer="judge", judge="judge", members=["a", "b"])).run(
@@ -103,15 +103,15 @@ def test_a_failing_judge_keeps_the_first_proposal_and_says_so():
 
 def test_the_judge_and_scorers_are_checked_at_construction():
     with pytest.raises(ConfigError, match="no member is named 'nobody'"):
-        Ensemble([ScoringMember("a", ["x"])], StepFusion(scorer="judge", judge="nobody"))
+        Ensemble([scoring("a", ["x"])], StepFusion(scorer="judge", judge="nobody"))
     with pytest.raises(CapabilityError, match="'a'.*'score'"):
         Ensemble([ScriptedMember("a", ["x"])], StepFusion())
     with pytest.raises(ConfigError, match="scorer"):
-        Ensemble([ScoringMember("a", ["x"])], "step-fusion", scorer="majority")
+        Ensemble([scoring("a", ["x"])], "step-fusion", scorer="majority")
 
 
 def test_max_steps_and_max_tokens_cut_the_solution_off():
-    endless = ScoringMember("a", lambda request: "Another step.\n")
+    endless = scoring("a", lambda request: "Another step.\n")
     capped = Ensemble([endless], StepFusion(max_steps=3)).run(QUESTION)
     assert capped.text == "Another step.\nAnother step.\nAnother step."
     assert capped.finish_reason == "length"
@@ -120,20 +120,20 @@ def test_max_steps_and_max_tokens_cut_the_solution_off():
 
 
 def test_the_hint_goes_into_the_system_message():
-    a = ScoringMember("a", continuing(RIGHT))
+    a = scoring("a", continuing(RIGHT))
     Ensemble([a], StepFusion()).run(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}]
     )
     assert a.calls[0].messages[0].content == f"Be brief.\n\n{MATH_HINT}"
-    b = ScoringMember("b", continuing("def f():\n    return 1"))
+    b = scoring("b", continuing("def f():\n    return 1"))
     result = Ensemble([b], StepFusion(hint=None)).run("Write f.")
     assert b.calls[0].messages[0].role == "user"
     assert result.text == "def f():\n    return 1"  # code lines keep their indentation; EOS ends
 
 
 def test_a_failing_member_is_dropped_and_all_failing_is_an_error():
-    a = ScoringMember("a", continuing(RIGHT))
-    broken = ScoringMember("broken", [TimeoutError()])
+    a = scoring("a", continuing(RIGHT))
+    broken = scoring("broken", [TimeoutError()])
     result = Ensemble([a, broken], StepFusion()).run(QUESTION)
     assert result.text.endswith("The answer is 8.")
     assert all(r["failed"] == ["broken"] for r in result.trace.details["rounds"])
@@ -143,15 +143,15 @@ def test_a_failing_member_is_dropped_and_all_failing_is_an_error():
 
 def test_a_proposed_tool_call_is_returned_intact():
     call = ToolCall(name="calculator", arguments={"expression": "3 + 5"})
-    a = ScoringMember("a", continuing(RIGHT))
-    caller = ScoringMember("caller", [call])
+    a = scoring("a", continuing(RIGHT))
+    caller = scoring("caller", [call])
     result = Ensemble([a, caller], StepFusion()).run(QUESTION, tools=[ToolSpec(name="calculator")])
     assert result.tool_calls == [call] and result.finish_reason == "tool_calls"
 
 
 async def test_stream_yields_each_step_and_joins_to_the_result():
-    a = ScoringMember("a", continuing(WRONG), logprob=prefers("8"))
-    b = ScoringMember("b", continuing(RIGHT), logprob=prefers("8"))
+    a = scoring("a", continuing(WRONG), scorer=prefers("8"))
+    b = scoring("b", continuing(RIGHT), scorer=prefers("8"))
     ens = Ensemble([a, b], StepFusion())
     result = await ens.arun(QUESTION)
     deltas = [d async for d in ens.astream(QUESTION)]
