@@ -22,20 +22,20 @@ from llamaindex_ensemble import EnsembleLLM, default_embed_model
 
 DOCUMENTS = {
     "observatory": (
-        "The Larkspur Observatory stands on Mount Orrin. It was founded in 1897 by the astronomer Helen Marsh, "
-        "who built its first telescope with money raised by the town's apple growers."
+        "The Larkspur Observatory stands on Mount Orrin. It was founded in 1897 by the astronomer Helen "
+        "Marsh, who built its first telescope with money raised by the town's apple growers."
     ),
     "festival": (
         "Every October the town of Larkspur holds the Lantern Festival. Children carry paper lanterns shaped "
         "like comets up the hill to the observatory, and the night ends with a bonfire."
     ),
     "railway": (
-        "The Larkspur narrow-gauge railway opened in 1912. Its steam engine, nicknamed Old Bess, pulled apple "
-        "wagons to the harbour until the line closed in 1961."
+        "The Larkspur narrow-gauge railway opened in 1912. Its steam engine, nicknamed Old Bess, pulled "
+        "apple wagons to the harbour until the line closed in 1961."
     ),
     "cheese": (
-        "Larkspur blue is a soft cheese made from sheep's milk in the valley below Mount Orrin. It ripens for "
-        "eight weeks in limestone caves."
+        "Larkspur blue is a soft cheese made from sheep's milk in the valley below Mount Orrin. It ripens "
+        "for eight weeks in limestone caves."
     ),
 }
 

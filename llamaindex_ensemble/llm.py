@@ -41,7 +41,15 @@ from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
 from ensemble_core.strategies.base import Strategy
-from ensemble_core.types import FinishReason, Request, ToolCall, ToolCallChunk, Trace, Usage, merge_tool_call_chunks
+from ensemble_core.types import (
+    FinishReason,
+    Request,
+    ToolCall,
+    ToolCallChunk,
+    Trace,
+    Usage,
+    merge_tool_call_chunks,
+)
 from llamaindex_ensemble.member import wrap_members
 from llamaindex_ensemble.messages import (
     assistant_message,
@@ -57,10 +65,11 @@ _PARAMS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 class EnsembleLLM(FunctionCallingLLM):
     """Several LLMs answering as one LlamaIndex LLM.
 
-    Build it from an `Ensemble` (`EnsembleLLM(ensemble=ens)`), a config file (`EnsembleLLM.from_config(path)`),
-    or members and a strategy (`EnsembleLLM(members=[...], strategy="fallback")`; LlamaIndex LLMs among the
-    members are wrapped in `LlamaIndexMember`). The fields are the default generation parameters; a call's
-    keyword arguments (max_tokens, temperature, top_p, stop, seed) override them.
+    Build it from an `Ensemble` (`EnsembleLLM(ensemble=ens)`), a config file
+    (`EnsembleLLM.from_config(path)`), or members and a strategy (`EnsembleLLM(members=[...],
+    strategy="fallback")`; LlamaIndex LLMs among the members are wrapped in `LlamaIndexMember`). The fields
+    are the default generation parameters; a call's keyword arguments (max_tokens, temperature, top_p, stop,
+    seed) override them.
     """
 
     max_tokens: int = Field(default=256, ge=1, description="the most tokens an answer may have")
@@ -108,7 +117,7 @@ class EnsembleLLM(FunctionCallingLLM):
             system_role=MessageRole.SYSTEM,
         )
 
-    # chat -------------------------------------------------------------------------------------------------------
+    # chat ---------------------------------------------------------------------------------------------------
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return self._chat(messages, **kwargs)
@@ -125,7 +134,7 @@ class EnsembleLLM(FunctionCallingLLM):
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         return self._astream_chat(messages, **kwargs)
 
-    # complete: a prompt is one user message ---------------------------------------------------------------------
+    # complete: a prompt is one user message -----------------------------------------------------------------
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         return chat_to_completion_decorator(self._chat)(prompt, **kwargs)
@@ -142,9 +151,11 @@ class EnsembleLLM(FunctionCallingLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        return astream_chat_response_to_completion_response(self._astream_chat(prompt_to_messages(prompt), **kwargs))
+        return astream_chat_response_to_completion_response(
+            self._astream_chat(prompt_to_messages(prompt), **kwargs)
+        )
 
-    # tools ------------------------------------------------------------------------------------------------------
+    # tools --------------------------------------------------------------------------------------------------
     def _prepare_chat_with_tools(
         self,
         tools: Sequence[BaseTool],
@@ -177,8 +188,10 @@ class EnsembleLLM(FunctionCallingLLM):
         """Without parallel tool calls, only the first tool call is kept (as LlamaIndex's own LLMs do)."""
         if allow_parallel_tool_calls:
             return response
-        calls = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
-        response.message.blocks = [b for b in response.message.blocks if b not in calls[1:]]
+        first = next((b for b in response.message.blocks if isinstance(b, ToolCallBlock)), None)
+        response.message.blocks = [
+            b for b in response.message.blocks if not isinstance(b, ToolCallBlock) or b is first
+        ]
         return response
 
     def get_tool_calls_from_response(
@@ -187,15 +200,20 @@ class EnsembleLLM(FunctionCallingLLM):
         selections = tool_selections(response.message)
         if not selections and error_on_no_tool_call:
             raise ValueError(
-                "the ensemble answered without a tool call; pass error_on_no_tool_call=False to accept a text answer"
+                "the ensemble answered without a tool call; pass error_on_no_tool_call=False to accept a "
+                "text answer"
             )
         return selections
 
-    # translation ------------------------------------------------------------------------------------------------
+    # translation --------------------------------------------------------------------------------------------
     def _request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Request:
         """An engine request from chat messages, tools and per-call params (the fields fill in the rest)."""
-        tools = [t if not isinstance(t, BaseTool) else to_tool_spec(t) for t in kwargs.pop("tools", None) or []]
-        tool_choice = to_tool_choice(kwargs.pop("tool_choice", None), bool(kwargs.pop("tool_required", False)))
+        tools = [
+            t if not isinstance(t, BaseTool) else to_tool_spec(t) for t in kwargs.pop("tools", None) or []
+        ]
+        tool_choice = to_tool_choice(
+            kwargs.pop("tool_choice", None), bool(kwargs.pop("tool_required", False))
+        )
         unknown = sorted(set(kwargs) - set(_PARAMS))
         if unknown:
             raise ConfigError(
@@ -243,7 +261,8 @@ class EnsembleLLM(FunctionCallingLLM):
 
     def _raw(self, usage: Usage, trace: Trace | None, finish_reason: FinishReason) -> dict[str, Any]:
         """Usage under the keys LlamaIndex's TokenCountingHandler reads (summed over every member call), the
-        finish reason, the model name and the ensemble's trace (who was asked, scores, what was chosen, why)."""
+        finish reason, the model name and the ensemble's trace (who was asked, scores, what was chosen and
+        why)."""
         return {
             "usage": {
                 "prompt_tokens": usage.input_tokens,
@@ -257,7 +276,8 @@ class EnsembleLLM(FunctionCallingLLM):
 
 
 def _whole_calls(chunks: list[ToolCallChunk], previous: list[ToolCall]) -> list[ToolCall]:
-    """The tool calls streamed so far once their JSON arguments are complete; before that, the previous ones."""
+    """The tool calls streamed so far once their JSON arguments are complete; until then, the previous
+    ones."""
     try:
         return merge_tool_call_chunks(chunks)
     except ValueError:
@@ -276,7 +296,7 @@ def _build_ensemble(
         return ensemble
     if not members:
         raise ConfigError(
-            "EnsembleLLM needs an ensemble: EnsembleLLM(ensemble=Ensemble(...)), EnsembleLLM.from_config(path), "
-            "or EnsembleLLM(members=[...], strategy='fallback')"
+            "EnsembleLLM needs an ensemble: EnsembleLLM(ensemble=Ensemble(...)), "
+            "EnsembleLLM.from_config(path), or EnsembleLLM(members=[...], strategy='fallback')"
         )
     return Ensemble(wrap_members(members), strategy or "fallback", **dict(strategy_params or {}))

@@ -55,7 +55,7 @@ class LlamaIndexMember(Member):
     def format_prompt(self, request: Request) -> str:
         return self.llm.messages_to_prompt(to_llama_messages(request.messages))
 
-    # generate ---------------------------------------------------------------------------------------------------
+    # generate -----------------------------------------------------------------------------------------------
     def generate(self, request: Request) -> Generation:
         start = time.perf_counter()
         messages, tools, options = self._call(request)
@@ -105,21 +105,23 @@ class LlamaIndexMember(Member):
         for delta in self._stream_end(last, streamed, time.perf_counter() - start):
             yield delta
 
-    # translation ------------------------------------------------------------------------------------------------
+    # translation --------------------------------------------------------------------------------------------
     @property
     def _tool_llm(self) -> FunctionCallingLLM:
         assert isinstance(self.llm, FunctionCallingLLM)
         return self.llm
 
     def _call(self, request: Request) -> tuple[list[ChatMessage], list[SpecTool], dict[str, Any]]:
-        """The wrapped LLM's messages, tools and tool options for a request; tools need a function-calling LLM."""
+        """The wrapped LLM's messages, tools and tool options for a request; tools need a function-calling
+        LLM."""
         messages = to_llama_messages(request.messages)
         if not request.tools or request.tool_choice == "none":
             return messages, [], {}
         if not self.supports_tools:
             raise CapabilityError(
-                f"member {self.name!r} wraps {type(self.llm).__name__}, which is not a function-calling LLM, "
-                "but the request offers tools: wrap a FunctionCallingLLM, or leave this member out of tool calls"
+                f"member {self.name!r} wraps {type(self.llm).__name__}, which is not a function-calling "
+                "LLM, but the request offers tools: wrap a FunctionCallingLLM, or leave this member out of "
+                "tool calls"
             )
         options: dict[str, Any] = {"allow_parallel_tool_calls": True}
         if request.tool_choice == "required":
@@ -160,7 +162,9 @@ class LlamaIndexMember(Member):
             yield Delta(
                 text=missing, tool_call_chunks=tool_calls_to_chunks(generation.tool_calls), member=self.name
             )
-        yield Delta(member=self.name, final=True, finish_reason=generation.finish_reason, usage=generation.usage)
+        yield Delta(
+            member=self.name, final=True, finish_reason=generation.finish_reason, usage=generation.usage
+        )
 
 
 def _member_name(model_name: str) -> str:

@@ -37,9 +37,10 @@ _ROLES: dict[MessageRole, Role] = {
 _SKIPPED_BLOCKS = (ThinkingBlock, CachePoint)
 
 
-# LlamaIndex -> engine ------------------------------------------------------------------------------------------
+# LlamaIndex -> engine ---------------------------------------------------------------------------------------
 def to_engine_messages(messages: Sequence[ChatMessage]) -> list[Message]:
-    """LlamaIndex chat messages as engine messages; non-text content (images, audio, documents) is an error."""
+    """LlamaIndex chat messages as engine messages; non-text content (images, audio, documents) is an
+    error."""
     return [to_engine_message(message, position) for position, message in enumerate(messages)]
 
 
@@ -54,9 +55,9 @@ def to_engine_message(message: ChatMessage, position: int = 0) -> Message:
             calls.append(tool_call_from_block(block))
         elif not isinstance(block, _SKIPPED_BLOCKS):
             raise CapabilityError(
-                f"message {position} ({role}) holds a {type(block).__name__}: ensemble members read text only; "
-                "describe the content in text (e.g. a caption or the extracted text) or send it to a multimodal "
-                "LLM directly"
+                f"message {position} ({role}) holds a {type(block).__name__}: ensemble members read text "
+                "only; describe the content in text (e.g. a caption or the extracted text) or send it to a "
+                "multimodal LLM directly"
             )
     if role == "tool":
         return Message(role="tool", content="\n".join(texts), tool_call_id=_tool_call_id(message, position))
@@ -64,7 +65,7 @@ def to_engine_message(message: ChatMessage, position: int = 0) -> Message:
 
 
 def _tool_call_id(message: ChatMessage, position: int) -> str:
-    call_id = message.additional_kwargs.get("tool_call_id") or message.additional_kwargs.get("name")
+    call_id = message.additional_kwargs.get("tool_call_id")
     if not call_id:
         raise ConfigError(
             f"message {position} is a tool result without a tool_call_id: set "
@@ -110,16 +111,19 @@ def to_tool_choice(tool_choice: str | dict[str, Any] | None, tool_required: bool
     return tool_choice
 
 
-# engine -> LlamaIndex ------------------------------------------------------------------------------------------
+# engine -> LlamaIndex ---------------------------------------------------------------------------------------
 def to_llama_messages(messages: Sequence[Message]) -> list[ChatMessage]:
-    """Engine messages as LlamaIndex chat messages (tool calls as `ToolCallBlock`s, tool ids in additional_kwargs)."""
+    """Engine messages as LlamaIndex chat messages (tool calls as `ToolCallBlock`s, tool ids in
+    additional_kwargs)."""
     return [to_llama_message(m) for m in messages]
 
 
 def to_llama_message(message: Message) -> ChatMessage:
     if message.role == "tool":
         return ChatMessage(
-            role=MessageRole.TOOL, content=message.content, additional_kwargs={"tool_call_id": message.tool_call_id}
+            role=MessageRole.TOOL,
+            content=message.content,
+            additional_kwargs={"tool_call_id": message.tool_call_id},
         )
     return assistant_message(message.content, message.tool_calls, role=MessageRole(message.role))
 
@@ -141,7 +145,9 @@ def tool_selections(message: ChatMessage) -> list[ToolSelection]:
     """The tool calls in a message's `ToolCallBlock`s, as the `ToolSelection`s agents execute."""
     return [
         ToolSelection(
-            tool_id=block.tool_call_id or "", tool_name=block.tool_name, tool_kwargs=_arguments(block.tool_kwargs)
+            tool_id=block.tool_call_id or "",
+            tool_name=block.tool_name,
+            tool_kwargs=_arguments(block.tool_kwargs),
         )
         for block in message.blocks
         if isinstance(block, ToolCallBlock)
@@ -161,8 +167,10 @@ class SpecTool(BaseTool):
     def metadata(self) -> ToolMetadata:
         return self._metadata
 
-    def __call__(self, input: Any) -> Any:  # noqa: A002 - BaseTool's signature
-        raise TypeError(f"tool {self._metadata.name!r} only describes a call; the agent that asked for it runs it")
+    def __call__(self, input: Any) -> Any:
+        raise TypeError(
+            f"tool {self._metadata.name!r} only describes a call; the agent that asked for it runs it"
+        )
 
 
 @dataclass

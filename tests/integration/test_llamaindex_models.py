@@ -49,12 +49,12 @@ def test_token_counter_counts_the_real_usage(smollm2):
     counter = TokenCountingHandler()
     llm = EnsembleLLM(ensemble=Ensemble([smollm2]), max_tokens=8, callback_manager=CallbackManager([counter]))
     response = llm.complete("Name a colour.")
-    event, = counter.llm_token_counts
+    (event,) = counter.llm_token_counts
     assert event.prompt_token_count == response.raw["usage"]["prompt_tokens"] > 5
     assert 0 < event.completion_token_count == response.raw["usage"]["completion_tokens"] <= 8
 
 
-# the examples, with the packaged MiniLM embeddings ------------------------------------------------------------
+# the examples, with the packaged MiniLM embeddings ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def examples():
     with pytest.MonkeyPatch.context() as patch:
@@ -98,15 +98,15 @@ def test_chat_engine_example(examples, index, smol_llm):
     assert "".join(streaming.response_gen).strip() and streaming.source_nodes
 
 
-# agents -------------------------------------------------------------------------------------------------------
+# agents -----------------------------------------------------------------------------------------------------
 def multiply(a: int, b: int) -> int:
     """Multiply two integers and return the product."""
     return a * b
 
 
 @pytest.mark.xfail(
-    reason="SmolLM2-135M-Instruct answers in prose instead of emitting a tool call (or ReAct 'Action:' lines); "
-    "the mechanism is tested with a scripted member in tests/unit/test_llamaindex_agents_and_rag.py",
+    reason="SmolLM2-135M-Instruct answers in prose instead of emitting a tool call (or ReAct 'Action:' "
+    "lines); the mechanism is tested with a scripted member in tests/unit/test_llamaindex_agents_and_rag.py",
     strict=False,
 )
 @pytest.mark.parametrize("agent_class", [FunctionAgent, ReActAgent])

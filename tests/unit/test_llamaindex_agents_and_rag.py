@@ -51,11 +51,14 @@ async def run_agent(agent) -> tuple[str, list[ToolCallResult]]:
 
 
 @pytest.mark.parametrize("streaming", [True, False])
-@pytest.mark.parametrize(("agent_class", "script"), [(FunctionAgent, function_calling_script),
-                                                     (ReActAgent, react_script)])
+@pytest.mark.parametrize(
+    ("agent_class", "script"), [(FunctionAgent, function_calling_script), (ReActAgent, react_script)]
+)
 async def test_agents_call_the_tool_through_the_ensemble(agent_class, script, streaming):
     member = ScriptedMember("scripted", script)
-    llm = EnsembleLLM(ensemble=Ensemble([ScriptedMember("broken", [RuntimeError("down")]), member], "fallback"))
+    llm = EnsembleLLM(
+        ensemble=Ensemble([ScriptedMember("broken", [RuntimeError("down")]), member], "fallback")
+    )
     agent = agent_class(tools=[FunctionTool.from_defaults(multiply)], llm=llm, streaming=streaming)
     answer, results = await run_agent(agent)
     assert [(r.tool_name, r.tool_kwargs, r.tool_output.content) for r in results] == [
@@ -65,7 +68,7 @@ async def test_agents_call_the_tool_through_the_ensemble(agent_class, script, st
     assert len(member.calls) == 2
 
 
-# the examples ------------------------------------------------------------------------------------------------
+# the examples -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def examples():
     """The example scripts as modules (the chat example imports the RAG one, as it does when run)."""

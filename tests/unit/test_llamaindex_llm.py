@@ -19,7 +19,7 @@ from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChat
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ensemble_core import CapabilityError, ConfigError, Ensemble, Member, Request, ToolCall, Trace
 from ensemble_core.members.scripted import ScriptedMember
@@ -44,7 +44,7 @@ def multiply(a: int, b: int) -> int:
 
 
 def tool_script(request: Request):
-    """Calls `multiply` when offered tools and no tool result is there yet; otherwise answers with the result."""
+    """Calls `multiply` when offered tools and no tool result is there yet; then answers with the result."""
     last = request.messages[-1]
     if last.role == "tool":
         return f"The product is {last.content}."
@@ -61,7 +61,10 @@ def test_is_a_function_calling_llm():
 
 
 def test_metadata_reports_the_smallest_context_window_and_the_answer_budget():
-    members = [ScriptedMember("a", ["x"], context_window=4096), ScriptedMember("b", ["y"], context_window=2048)]
+    members = [
+        ScriptedMember("a", ["x"], context_window=4096),
+        ScriptedMember("b", ["y"], context_window=2048),
+    ]
     llm = EnsembleLLM(ensemble=Ensemble(members, "fallback"), max_tokens=77)
     meta = llm.metadata
     assert meta.context_window == 2048
@@ -71,7 +74,10 @@ def test_metadata_reports_the_smallest_context_window_and_the_answer_budget():
 
 
 def test_metadata_counts_only_the_members_the_strategy_uses():
-    members = [ScriptedMember("a", ["x"], context_window=4096), ScriptedMember("b", ["y"], context_window=512)]
+    members = [
+        ScriptedMember("a", ["x"], context_window=4096),
+        ScriptedMember("b", ["y"], context_window=512),
+    ]
     llm = EnsembleLLM(ensemble=Ensemble(members, "single", member="a"))
     assert llm.metadata.context_window == 4096
     assert llm.metadata.model_name == "ensemble:single(a)"
@@ -88,16 +94,21 @@ def test_function_calling_is_reported_only_where_every_used_member_can_call_tool
 
 # construction ----------------------------------------------------------------------------------------------
 def test_built_from_members_and_a_strategy_name():
-    llm = EnsembleLLM(members=[ScriptedMember("a", ["one"]), ScriptedMember("b", ["two"])], strategy="single",
-                      strategy_params={"member": "b"})
+    llm = EnsembleLLM(
+        members=[ScriptedMember("a", ["one"]), ScriptedMember("b", ["two"])],
+        strategy="single",
+        strategy_params={"member": "b"},
+    )
     assert llm.complete("q").text == "two"
     assert list(llm.ensemble.members) == ["a", "b"]
 
 
 def test_built_from_a_config_file(tmp_path):
     path = tmp_path / "ensemble.yaml"
-    path.write_text("members:\n  - {type: packaged, model: smollm2}\nstrategy:\n  name: single\n"
-                    "  params: {member: smollm2}\n")
+    path.write_text(
+        "members:\n  - {type: packaged, model: smollm2}\nstrategy:\n  name: single\n"
+        "  params: {member: smollm2}\n"
+    )
     llm = EnsembleLLM.from_config(path, max_tokens=12)
     assert llm.metadata.model_name == "ensemble:single(smollm2)"
     assert llm.max_tokens == 12
@@ -111,7 +122,7 @@ def test_construction_errors_say_what_to_pass():
         EnsembleLLM(ensemble=ens, members=[ScriptedMember("b", ["y"])])
 
 
-# every public method, sync and async --------------------------------------------------------------------------
+# every public method, sync and async ------------------------------------------------------------------------
 def test_chat_and_complete():
     llm, _ = scripted_llm()
     response = llm.chat(user("capital of France?"))
@@ -145,7 +156,9 @@ def test_stream_chat_deltas_add_up_to_the_final_message():
     responses = list(llm.stream_chat(user("q")))
     assert len(responses) > 2
     assert "".join(r.delta for r in responses) == responses[-1].message.content == ANSWER
-    assert all(r.message.content == "".join(x.delta for x in responses[: i + 1]) for i, r in enumerate(responses))
+    assert all(
+        r.message.content == "".join(x.delta for x in responses[: i + 1]) for i, r in enumerate(responses)
+    )
 
 
 def test_stream_complete_deltas_add_up_to_the_final_text():
@@ -243,7 +256,7 @@ async def test_callback_events_fire_for_every_method():
 
 def test_instrumentation_events_fire():
     class Collect(BaseEventHandler):
-        events: list[BaseEvent] = []
+        events: list[BaseEvent] = Field(default_factory=list)
 
         def handle(self, event: BaseEvent, **kwargs) -> None:
             self.events.append(event)
@@ -271,15 +284,19 @@ def test_member_failures_surface_as_errors_and_in_callbacks():
     assert "exception" in end.payload
 
 
-# messages -----------------------------------------------------------------------------------------------------
+# messages ---------------------------------------------------------------------------------------------------
 def test_roles_tool_messages_and_tool_call_blocks_reach_the_members():
     llm, member = scripted_llm(["ok"])
     history = [
         ChatMessage(role=MessageRole.SYSTEM, content="be brief"),
         ChatMessage(role=MessageRole.USER, content="6 times 7?"),
-        ChatMessage(role=MessageRole.ASSISTANT, blocks=[
-            TextBlock(text=""), ToolCallBlock(tool_call_id="c1", tool_name="multiply", tool_kwargs='{"a": 6, "b": 7}'),
-        ]),
+        ChatMessage(
+            role=MessageRole.ASSISTANT,
+            blocks=[
+                TextBlock(text=""),
+                ToolCallBlock(tool_call_id="c1", tool_name="multiply", tool_kwargs='{"a": 6, "b": 7}'),
+            ],
+        ),
         ChatMessage(role=MessageRole.TOOL, content="42", additional_kwargs={"tool_call_id": "c1"}),
         ChatMessage(role=MessageRole.DEVELOPER, content="answer in words"),
     ]
@@ -292,14 +309,16 @@ def test_roles_tool_messages_and_tool_call_blocks_reach_the_members():
 
 def test_images_and_tool_results_without_ids_are_clear_errors():
     llm, _ = scripted_llm()
-    image = ChatMessage(role=MessageRole.USER, blocks=[TextBlock(text="what is this?"), ImageBlock(url="http://x/y.png")])
+    image = ChatMessage(
+        role=MessageRole.USER, blocks=[TextBlock(text="what is this?"), ImageBlock(url="http://x/y.png")]
+    )
     with pytest.raises(CapabilityError, match="message 0.*ImageBlock.*text only"):
         llm.chat([image])
     with pytest.raises(ConfigError, match="tool_call_id"):
         llm.chat([*user("q"), ChatMessage(role=MessageRole.TOOL, content="42")])
 
 
-# tools ----------------------------------------------------------------------------------------------------------
+# tools ------------------------------------------------------------------------------------------------------
 TOOL = FunctionTool.from_defaults(multiply)
 
 
@@ -307,10 +326,16 @@ def test_chat_with_tools_returns_tool_call_blocks_and_selections():
     llm, member = scripted_llm(tool_script)
     response = llm.chat_with_tools([TOOL], user_msg="What is 6 times 7?")
     blocks = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
-    assert blocks == [ToolCallBlock(tool_call_id="call_1", tool_name="multiply", tool_kwargs={"a": 6, "b": 7})]
-    selection, = llm.get_tool_calls_from_response(response)
-    assert (selection.tool_id, selection.tool_name, selection.tool_kwargs) == ("call_1", "multiply", {"a": 6, "b": 7})
-    spec, = member.calls[-1].tools
+    assert blocks == [
+        ToolCallBlock(tool_call_id="call_1", tool_name="multiply", tool_kwargs={"a": 6, "b": 7})
+    ]
+    (selection,) = llm.get_tool_calls_from_response(response)
+    assert (selection.tool_id, selection.tool_name, selection.tool_kwargs) == (
+        "call_1",
+        "multiply",
+        {"a": 6, "b": 7},
+    )
+    (spec,) = member.calls[-1].tools
     assert spec.name == "multiply" and spec.parameters["required"] == ["a", "b"]
     assert response.raw["finish_reason"] == "tool_calls"
 
@@ -329,13 +354,17 @@ def test_tool_required_and_tool_choice_reach_the_request():
     llm, member = scripted_llm(tool_script)
     llm.chat_with_tools([TOOL], user_msg="q", tool_required=True)
     assert member.calls[-1].tool_choice == "required"
-    llm.chat_with_tools([TOOL], user_msg="q", tool_choice={"type": "function", "function": {"name": "multiply"}})
+    llm.chat_with_tools(
+        [TOOL], user_msg="q", tool_choice={"type": "function", "function": {"name": "multiply"}}
+    )
     assert member.calls[-1].tool_choice == "multiply"
 
 
 def test_only_the_first_tool_call_is_kept_without_parallel_calls():
-    two = [ToolCall(id="c1", name="multiply", arguments={"a": 1, "b": 2}),
-           ToolCall(id="c2", name="multiply", arguments={"a": 3, "b": 4})]
+    two = [
+        ToolCall(id="c1", name="multiply", arguments={"a": 1, "b": 2}),
+        ToolCall(id="c2", name="multiply", arguments={"a": 3, "b": 4}),
+    ]
     llm, _ = scripted_llm([two])
     assert len(llm.get_tool_calls_from_response(llm.chat_with_tools([TOOL], user_msg="q"))) == 1
     parallel = llm.chat_with_tools([TOOL], user_msg="q", allow_parallel_tool_calls=True)
@@ -366,7 +395,7 @@ def test_structured_predict_goes_through_a_tool_call():
         country: str
 
     def script(request: Request):
-        spec, = request.tools
+        (spec,) = request.tools
         assert spec.name == "City"
         return ToolCall(name="City", arguments={"name": "Paris", "country": "France"})
 
@@ -383,7 +412,9 @@ def test_streamed_tool_call_arguments_appear_once_complete():
     class Piecewise(ScriptedMember):
         async def astream(self, request):
             arguments = json.dumps({"a": 6, "b": 7})
-            yield Delta(tool_call_chunks=[ToolCallChunk(index=0, id="c1", name="multiply", arguments=arguments[:5])])
+            yield Delta(
+                tool_call_chunks=[ToolCallChunk(index=0, id="c1", name="multiply", arguments=arguments[:5])]
+            )
             yield Delta(tool_call_chunks=[ToolCallChunk(index=0, arguments=arguments[5:])])
             yield Delta(final=True, finish_reason="tool_calls")
 

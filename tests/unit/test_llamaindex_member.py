@@ -11,15 +11,18 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageR
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 
-from ensemble_core import CapabilityError, Ensemble, Message, Request, ToolCall, ToolSpec
+from ensemble_core import CapabilityError, Message, Request, ToolCall, ToolSpec
 from ensemble_core.members.scripted import ScriptedMember
 from llamaindex_ensemble import EnsembleLLM, LlamaIndexMember
 
 MULTIPLY = ToolSpec(
     name="multiply",
     description="Multiply two integers.",
-    parameters={"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-                "required": ["a", "b"]},
+    parameters={
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+    },
 )
 
 
@@ -45,8 +48,9 @@ def calling_llm() -> MockFunctionCallingLLM:
         if messages[-1].role == MessageRole.TOOL:
             return ChatMessage(role=MessageRole.ASSISTANT, content=f"It is {messages[-1].content}.")
         if kwargs.get("tools"):
-            block = ToolCallBlock(tool_call_id="t1", tool_name=kwargs["tools"][0].metadata.name,
-                                  tool_kwargs={"a": 6, "b": 7})
+            block = ToolCallBlock(
+                tool_call_id="t1", tool_name=kwargs["tools"][0].metadata.name, tool_kwargs={"a": 6, "b": 7}
+            )
             return ChatMessage(role=MessageRole.ASSISTANT, blocks=[block])
         return ChatMessage(role=MessageRole.ASSISTANT, content="plain answer")
 
@@ -77,8 +81,10 @@ async def test_agenerate_and_streams_agree_with_generate():
     member = LlamaIndexMember(MockLLM(), name="mock")
     expected = member.generate(request("the same text")).text
     assert (await member.agenerate(request("the same text"))).text == expected
-    for deltas in (list(member.stream(request("the same text"))),
-                   [d async for d in member.astream(request("the same text"))]):
+    for deltas in (
+        list(member.stream(request("the same text"))),
+        [d async for d in member.astream(request("the same text"))],
+    ):
         assert "".join(d.text for d in deltas) == expected
         assert deltas[-1].final and deltas[-1].finish_reason == "stop"
 
@@ -95,7 +101,7 @@ def test_tools_go_through_the_function_calling_api():
     generation = member.generate(request("6 times 7?", tools=[MULTIPLY]))
     assert generation.tool_calls == [ToolCall(id="t1", name="multiply", arguments={"a": 6, "b": 7})]
     assert generation.finish_reason == "tool_calls"
-    tool, = llm.seen[-1]["tools"]
+    (tool,) = llm.seen[-1]["tools"]
     assert tool.metadata.get_parameters_dict() == MULTIPLY.parameters
     assert tool.metadata.to_openai_tool()["function"]["name"] == "multiply"
 
@@ -109,7 +115,9 @@ async def test_tool_calls_stream_and_tool_results_go_back():
     follow_up = Request(
         messages=[
             Message(role="user", content="6 times 7?"),
-            Message(role="assistant", tool_calls=[ToolCall(id="t1", name="multiply", arguments={"a": 6, "b": 7})]),
+            Message(
+                role="assistant", tool_calls=[ToolCall(id="t1", name="multiply", arguments={"a": 6, "b": 7})]
+            ),
             Message(role="tool", content="42", tool_call_id="t1"),
         ],
         tools=[MULTIPLY],
@@ -130,8 +138,9 @@ def test_tools_for_a_llm_that_cannot_call_them_are_a_clear_error():
 def test_mixed_with_engine_members_in_one_ensemble():
     """Fallback over a LlamaIndex LLM that cannot take tools and a scripted member: the tool request falls
     through to the scripted member, and the trace says why."""
-    llm = EnsembleLLM(members=[MockLLM(), ScriptedMember("scripted", [ToolCall(name="multiply")])],
-                      strategy="fallback")
+    llm = EnsembleLLM(
+        members=[MockLLM(), ScriptedMember("scripted", [ToolCall(name="multiply")])], strategy="fallback"
+    )
     assert isinstance(llm.ensemble.members["unknown"], LlamaIndexMember)
     assert not llm.metadata.is_function_calling_model
     response = llm.chat([ChatMessage(role=MessageRole.USER, content="q")], tools=[MULTIPLY])
