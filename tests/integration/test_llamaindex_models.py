@@ -4,6 +4,8 @@ with the packaged MiniLM embeddings, and agents (where a 135M model cannot call 
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -96,6 +98,29 @@ def test_chat_engine_example(examples, index, smol_llm):
     assert _top_source(first) == "observatory" and "Marsh" in first.response
     streaming = engine.stream_chat(chat.TURNS[1])
     assert "".join(streaming.response_gen).strip() and streaming.source_nodes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("llamaindex_rag.py", ["[sync]", "[async]", "[streaming]", "observatory:"]),
+        ("llamaindex_chat_engine.py", ["user:", "assistant:"]),
+    ],
+)
+def test_example_scripts_run_offline(script, expected):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--max-tokens", "16"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(marker in done.stdout for marker in expected), done.stdout
+    assert "Marsh" in done.stdout
 
 
 # agents -----------------------------------------------------------------------------------------------------
