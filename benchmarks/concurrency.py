@@ -19,7 +19,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--delay", type=float, default=1.0, help="seconds each member takes")
-    parser.add_argument("--strategy", default="vote", help="vote, mbr (similarity=lexical) or any after-inference strategy")
+    parser.add_argument(
+        "--strategy", default="vote", help="vote, mbr (similarity=lexical) or any after-inference strategy"
+    )
     args = parser.parse_args()
     members = [ScriptedMember(f"m{i}", ["Paris"], delay_s=args.delay) for i in range(args.members)]
     params = {"similarity": "lexical"} if args.strategy == "mbr" else {}

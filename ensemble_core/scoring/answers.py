@@ -98,5 +98,7 @@ def answer_key(generation: Generation, normaliser: Normaliser) -> str:
 def answer_text(generation: Generation) -> str:
     """A generation as one string for similarity: its text, or its tool calls as JSON."""
     if generation.tool_calls:
-        return json.dumps([{"name": c.name, "arguments": c.arguments} for c in generation.tool_calls], sort_keys=True)
+        return json.dumps(
+            [{"name": c.name, "arguments": c.arguments} for c in generation.tool_calls], sort_keys=True
+        )
     return generation.text

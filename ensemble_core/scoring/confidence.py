@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -35,7 +35,9 @@ class ConfidenceScorer(BaseModel, ABC):
     requires: ClassVar[frozenset[Capability]] = frozenset()
 
     @abstractmethod
-    async def confidence(self, ctx: RunContext, member: Member, request: Request, answer: Generation) -> float:
+    async def confidence(
+        self, ctx: RunContext, member: Member, request: Request, answer: Generation
+    ) -> float:
         """The score; member calls go through `ctx` so they are timed, costed and traced."""
 
 
@@ -46,7 +48,9 @@ class MeanLogprob(ConfidenceScorer):
     kind: Literal["mean-logprob"] = "mean-logprob"
     default_threshold: ClassVar[float] = -1.0
 
-    async def confidence(self, ctx: RunContext, member: Member, request: Request, answer: Generation) -> float:
+    async def confidence(
+        self, ctx: RunContext, member: Member, request: Request, answer: Generation
+    ) -> float:
         if answer.mean_logprob is not None:
             return answer.mean_logprob
         if not member.has(Capability.SCORE):
@@ -66,7 +70,9 @@ class SelfVerify(ConfidenceScorer):
     default_threshold: ClassVar[float] = 0.5
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SCORE})
 
-    async def confidence(self, ctx: RunContext, member: Member, request: Request, answer: Generation) -> float:
+    async def confidence(
+        self, ctx: RunContext, member: Member, request: Request, answer: Generation
+    ) -> float:
         return await self_verification(ctx, member, request, answer)
 
 
@@ -77,10 +83,14 @@ class Agreement(ConfidenceScorer):
     kind: Literal["agreement"] = "agreement"
     default_threshold: ClassVar[float] = 0.5
     samples: int = Field(default=4, ge=1, le=64, description="how many extra answers to sample")
-    temperature: float = Field(default=0.7, gt=0.0, le=10.0, description="sampling temperature of the samples")
+    temperature: float = Field(
+        default=0.7, gt=0.0, le=10.0, description="sampling temperature of the samples"
+    )
     normaliser: NormaliserName = Field(default="auto", description="how answers are compared (see Vote)")
 
-    async def confidence(self, ctx: RunContext, member: Member, request: Request, answer: Generation) -> float:
+    async def confidence(
+        self, ctx: RunContext, member: Member, request: Request, answer: Generation
+    ) -> float:
         requests = sampled_requests(request, self.samples, self.temperature, first_seed=1)
         samples = await asyncio.gather(*(ctx.try_generate(member, r, role="sample") for r in requests))
         answered = [s for s in samples if s is not None]
@@ -91,7 +101,7 @@ class Agreement(ConfidenceScorer):
         return sum(answer_key(s, normalise) == key for s in answered) / len(answered)
 
 
-BuiltinScorer = Annotated[Union[MeanLogprob, SelfVerify, Agreement], Field(discriminator="kind")]
+BuiltinScorer = Annotated[MeanLogprob | SelfVerify | Agreement, Field(discriminator="kind")]
 _BUILTIN: TypeAdapter[Any] = TypeAdapter(BuiltinScorer)
 SCORER_KINDS = ("mean-logprob", "self-verify", "agreement")
 
@@ -103,5 +113,7 @@ def to_scorer(value: Any) -> Any:
     if isinstance(value, str):
         value = {"kind": value}
     if isinstance(value, dict) and value.get("kind") not in SCORER_KINDS:
-        raise ConfigError(f"unknown scorer kind {value.get('kind')!r}; choose one of: {', '.join(SCORER_KINDS)}")
+        raise ConfigError(
+            f"unknown scorer kind {value.get('kind')!r}; choose one of: {', '.join(SCORER_KINDS)}"
+        )
     return _BUILTIN.validate_python(value)

@@ -44,7 +44,9 @@ def render_conversation(messages: Sequence[Message]) -> str:
     for m in messages:
         said = m.content.strip()
         if m.tool_calls:
-            said = (said + " " if said else "") + "; ".join(f"called {c.name}({c.arguments})" for c in m.tool_calls)
+            said = (said + " " if said else "") + "; ".join(
+                f"called {c.name}({c.arguments})" for c in m.tool_calls
+            )
         lines.append(f"{m.role.capitalize()}: {said}")
     return "\n\n".join(lines)
 

@@ -38,7 +38,10 @@ def char_ngram_f(a: str, b: str, max_n: int = 6) -> float:
     """Mean F score of character 1..max_n-grams, spaces removed (chrF with beta 1)."""
     a, b = "".join(a.lower().split()), "".join(b.lower().split())
     scores = [
-        _f_score(Counter(a[i : i + n] for i in range(len(a) - n + 1)), Counter(b[i : i + n] for i in range(len(b) - n + 1)))
+        _f_score(
+            Counter(a[i : i + n] for i in range(len(a) - n + 1)),
+            Counter(b[i : i + n] for i in range(len(b) - n + 1)),
+        )
         for n in range(1, max_n + 1)
         if len(a) >= n or len(b) >= n
     ]
@@ -51,7 +54,9 @@ def lexical_similarity(texts: Sequence[str]) -> np.ndarray:
     matrix = np.eye(n)
     for i in range(n):
         for j in range(i + 1, n):
-            matrix[i, j] = matrix[j, i] = (token_f1(texts[i], texts[j]) + char_ngram_f(texts[i], texts[j])) / 2
+            matrix[i, j] = matrix[j, i] = (
+                token_f1(texts[i], texts[j]) + char_ngram_f(texts[i], texts[j])
+            ) / 2
     return matrix
 
 

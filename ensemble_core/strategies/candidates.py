@@ -24,7 +24,9 @@ def named_members(members: Sequence[Member], names: Sequence[str] | None, field:
     return [resolve_member(members, name, field) for name in names]
 
 
-def sampled_requests(request: Request, samples: int, temperature: float, first_seed: int = 0) -> list[Request]:
+def sampled_requests(
+    request: Request, samples: int, temperature: float, first_seed: int = 0
+) -> list[Request]:
     """`samples` copies of the request sampled at `temperature`, with the seeds seed + first_seed, + 1, ...
     (seed 0 when the request has none), so sampled answers are reproducible."""
     base_seed = (request.params.seed or 0) + first_seed
@@ -70,6 +72,10 @@ class CandidateStrategy(Strategy, ABC):
 
     async def gather(self, ctx: RunContext, request: Request) -> list[Generation]:
         sampling = self.samples_per_member > 1
-        requests = sampled_requests(request, self.samples_per_member, self.temperature) if sampling else [request]
+        requests = (
+            sampled_requests(request, self.samples_per_member, self.temperature) if sampling else [request]
+        )
         role = "sample" if sampling else "candidate"
-        return await gather_candidates(ctx, self.members_used(list(ctx.members.values())), requests, role=role)
+        return await gather_candidates(
+            ctx, self.members_used(list(ctx.members.values())), requests, role=role
+        )

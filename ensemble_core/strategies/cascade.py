@@ -88,7 +88,11 @@ class Cascade(Strategy):
             )
 
     def step_thresholds(self, n_members: int) -> list[float]:
-        return self.thresholds if self.thresholds is not None else [self.scorer.default_threshold] * (n_members - 1)
+        return (
+            self.thresholds
+            if self.thresholds is not None
+            else [self.scorer.default_threshold] * (n_members - 1)
+        )
 
     # answering ------------------------------------------------------------------------------------------------
     async def arun(self, ctx: RunContext, request: Request) -> Result:
@@ -101,7 +105,9 @@ class Cascade(Strategy):
         except MemberError as err:
             walk.failed(last, err)
             return ctx.result(walk.fallback(), reason=walk.reason(), steps=walk.dump())
-        walk.steps.append(CascadeStep(member=last.name, decision="final", why="the last member is never escalated from"))
+        walk.steps.append(
+            CascadeStep(member=last.name, decision="final", why="the last member is never escalated from")
+        )
         return ctx.result(generation, reason=walk.reason(), steps=walk.dump())
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
@@ -129,7 +135,9 @@ class Cascade(Strategy):
                 yield delta
             yield ctx.final_delta(fallback.member, reason=walk.reason(), steps=walk.dump())
             return
-        walk.steps.append(CascadeStep(member=last.name, decision="final", why="the last member is never escalated from"))
+        walk.steps.append(
+            CascadeStep(member=last.name, decision="final", why="the last member is never escalated from")
+        )
         yield ctx.final_delta(last.name, reason=walk.reason(), steps=walk.dump())
 
     async def _escalate(self, ctx: RunContext, request: Request) -> _Walk:
@@ -146,7 +154,9 @@ class Cascade(Strategy):
                 score = await self.scorer.confidence(ctx, member, request, generation)
             except EnsembleError as err:
                 walk.steps.append(
-                    CascadeStep(member=member.name, decision="escalated", threshold=threshold, why=f"no score: {err}")
+                    CascadeStep(
+                        member=member.name, decision="escalated", threshold=threshold, why=f"no score: {err}"
+                    )
                 )
                 walk.rejected.append((generation, -math.inf))
                 continue
@@ -154,7 +164,10 @@ class Cascade(Strategy):
             if score >= threshold:
                 walk.steps.append(
                     CascadeStep(
-                        member=member.name, decision="accepted", score=score, threshold=threshold,
+                        member=member.name,
+                        decision="accepted",
+                        score=score,
+                        threshold=threshold,
                         why=f"score {score:.4g} >= threshold {threshold:.4g}",
                     )
                 )
@@ -162,7 +175,10 @@ class Cascade(Strategy):
                 return walk
             walk.steps.append(
                 CascadeStep(
-                    member=member.name, decision="escalated", score=score, threshold=threshold,
+                    member=member.name,
+                    decision="escalated",
+                    score=score,
+                    threshold=threshold,
                     why=f"score {score:.4g} < threshold {threshold:.4g}",
                 )
             )
@@ -199,7 +215,9 @@ class Cascade(Strategy):
     ) -> CascadeRecord:
         return run_sync(self.arecord(members, request, quality))
 
-    def curve(self, records: Sequence[CascadeRecord], cost: CostKind = "money", grid: int = 41) -> list[CascadePoint]:
+    def curve(
+        self, records: Sequence[CascadeRecord], cost: CostKind = "auto", grid: int = 41
+    ) -> list[CascadePoint]:
         """The quality-cost frontier over threshold settings: the best quality for each cost, cheapest first."""
         return frontier(records, self._record_order(records), cost=cost, grid=grid)
 
@@ -209,12 +227,15 @@ class Cascade(Strategy):
         *,
         target_quality: float | None = None,
         budget: float | None = None,
-        cost: CostKind = "money",
+        cost: CostKind = "auto",
         grid: int = 41,
     ) -> Cascade:
         """A copy with the thresholds that reach `target_quality` at the lowest mean cost, or the best quality
-        within a mean `budget` per request; `cost` is "money" (Member.price) or "latency" (seconds)."""
-        point = choose_point(self.curve(records, cost=cost, grid=grid), target_quality=target_quality, budget=budget)
+        within a mean `budget` per request; `cost` is "money" (Member.price), "latency" (seconds), or "auto" (money
+        if any member cost money, else latency)."""
+        point = choose_point(
+            self.curve(records, cost=cost, grid=grid), target_quality=target_quality, budget=budget
+        )
         return self.model_copy(update={"thresholds": point.thresholds})
 
     def _record_order(self, records: Sequence[CascadeRecord]) -> list[str]:
@@ -246,7 +267,8 @@ class _Walk:
         generation, score = max(self.rejected, key=lambda item: item[1])
         self.steps.append(
             CascadeStep(
-                member=generation.member, decision="accepted",
+                member=generation.member,
+                decision="accepted",
                 score=None if score == -math.inf else score,
                 why="every later member failed: the most confident earlier answer",
             )

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ensemble_core.errors import ConfigError
 
-CostKind = Literal["money", "latency"]
+CostKind = Literal["auto", "money", "latency"]
+"""money: Member.price per token; latency: seconds; auto: money when any record cost money, else latency (local
+models cost nothing but time)."""
 
 
 class MemberOutcome(BaseModel):
@@ -43,13 +45,17 @@ class CascadePoint(BaseModel):
     answered_by: dict[str, float]
 
 
-def _matrices(records: Sequence[CascadeRecord], order: Sequence[str], cost: CostKind) -> tuple[np.ndarray, ...]:
+def _matrices(
+    records: Sequence[CascadeRecord], order: Sequence[str], cost: CostKind
+) -> tuple[np.ndarray, ...]:
     missing = sorted({name for r in records for name in order if name not in r.outcomes})
     if missing:
         raise ConfigError(f"calibration records lack outcomes for member(s) {missing}; record every member")
     outcomes = [[r.outcomes[name] for name in order] for r in records]
     scores = np.array([[np.nan if o.score is None else o.score for o in row] for row in outcomes])
     quality = np.array([[o.quality for o in row] for row in outcomes])
+    if cost == "auto":
+        cost = "money" if any(o.cost > 0 for row in outcomes for o in row) else "latency"
     spent = np.array([[o.cost if cost == "money" else o.latency_s for o in row] for row in outcomes])
     return scores, quality, np.cumsum(spent, axis=1)
 
@@ -74,7 +80,9 @@ def _grid(scores: np.ndarray, size: int) -> list[float]:
     return [*map(float, values), float(seen.max()) + 1.0]
 
 
-def frontier(records: Sequence[CascadeRecord], order: Sequence[str], cost: CostKind, grid: int) -> list[CascadePoint]:
+def frontier(
+    records: Sequence[CascadeRecord], order: Sequence[str], cost: CostKind, grid: int
+) -> list[CascadePoint]:
     """Pareto-optimal threshold settings (no other is both cheaper and better), cheapest first."""
     if not records:
         raise ConfigError("calibration needs at least one record")

@@ -21,7 +21,9 @@ class MBR(CandidateStrategy):
 
     name: ClassVar[str] = "mbr"
     summary: ClassVar[str] = "the candidate with the highest mean similarity to the others"
-    paper: ClassVar[str | None] = "Minimum Bayes Risk Decoding with Neural Metrics of Translation Quality (Freitag et al., 2022)"
+    paper: ClassVar[str | None] = (
+        "Minimum Bayes Risk Decoding with Neural Metrics of Translation Quality (Freitag et al., 2022)"
+    )
 
     similarity: Literal["embedding", "lexical"] | SimilarityFn = Field(
         default="embedding",

@@ -53,14 +53,18 @@ class RankAndFuse(Strategy):
         "that can score, unless a ranker is given",
     )
     ranker: PairwiseRanker | None = Field(
-        default=None, exclude=True, description="a function (a, b, request) -> P(a better than b), instead of a judge"
+        default=None,
+        exclude=True,
+        description="a function (a, b, request) -> P(a better than b), instead of a judge",
     )
     aggregation: Aggregation = Field(
         default="max_logits",
         description="max_logits (sum of log-odds over all pairs), max_wins (pairs won), or bubble (n - 1 "
         "comparisons per top place)",
     )
-    fuser: str | None = Field(default=None, description="name of the member that fuses the top k; None: rank only")
+    fuser: str | None = Field(
+        default=None, description="name of the member that fuses the top k; None: rank only"
+    )
     top_k: int = Field(default=3, ge=1, le=16, description="how many of the best candidates the fuser reads")
 
     def _candidate_members(self, members: Sequence[Member]) -> list[Member]:
@@ -92,7 +96,9 @@ class RankAndFuse(Strategy):
         for member in self._candidate_members(listed):
             member.require(Capability.GENERATE, "rank-and-fuse (a candidate)")
         if self.fuser is not None:
-            resolve_member(listed, self.fuser, "rank-and-fuse.fuser").require(Capability.GENERATE, "the fuser")
+            resolve_member(listed, self.fuser, "rank-and-fuse.fuser").require(
+                Capability.GENERATE, "the fuser"
+            )
         judge = self._judge(listed)
         if judge is not None:
             judge.require(Capability.SCORE, "the rank-and-fuse judge")
@@ -109,7 +115,9 @@ class RankAndFuse(Strategy):
             fused = await ctx.generate(fuser, fusion_request(request, to_fuse), role="fuser")
         except MemberError as err:
             return ctx.result(best, reason=f"the fuser failed ({err}): best-ranked candidate", **details)
-        return ctx.result(fused, reason=f"fused the top {len(to_fuse)} candidates", fused_from=_names(to_fuse), **details)
+        return ctx.result(
+            fused, reason=f"fused the top {len(to_fuse)} candidates", fused_from=_names(to_fuse), **details
+        )
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
         """Ranking needs every candidate, so nothing streams before it; then the fuser's tokens stream live (or
@@ -120,7 +128,9 @@ class RankAndFuse(Strategy):
         if to_fuse:
             started = False
             try:
-                async for delta in ctx.stream(ctx.member(self.fuser), fusion_request(request, to_fuse), role="fuser"):  # type: ignore[arg-type]
+                async for delta in ctx.stream(
+                    ctx.member(self.fuser), fusion_request(request, to_fuse), role="fuser"
+                ):  # type: ignore[arg-type]
                     started = True
                     yield delta
             except MemberError as err:
@@ -129,7 +139,10 @@ class RankAndFuse(Strategy):
                 details["fuser_error"] = str(err)
             else:
                 yield ctx.final_delta(
-                    self.fuser, reason=f"fused the top {len(to_fuse)} candidates", fused_from=_names(to_fuse), **details  # type: ignore[arg-type]
+                    self.fuser,
+                    reason=f"fused the top {len(to_fuse)} candidates",
+                    fused_from=_names(to_fuse),
+                    **details,  # type: ignore[arg-type]
                 )
                 return
         for delta in generation_to_deltas(best):
@@ -153,20 +166,33 @@ class RankAndFuse(Strategy):
         details: dict[str, Any] = {"candidates": _names(candidates), "aggregation": self.aggregation}
         if len(candidates) == 1:
             return candidates, details
-        compare = _Comparer(ctx, request, [answer_text(c) for c in candidates], self._judge(members), self.ranker)
+        compare = _Comparer(
+            ctx, request, [answer_text(c) for c in candidates], self._judge(members), self.ranker
+        )
         try:
             order, scores = await rank(compare, len(candidates), self.aggregation, self.top_k)
         except MemberError as err:
             details["ranking_error"] = str(err)
             return candidates, details
-        details.update(scores=[round(s, 4) for s in scores], comparisons=compare.count, ranking=[candidates[i].member for i in order])
+        details.update(
+            scores=[round(s, 4) for s in scores],
+            comparisons=compare.count,
+            ranking=[candidates[i].member for i in order],
+        )
         return [candidates[i] for i in order], details
 
 
 class _Comparer:
     """P(candidate i better than candidate j) for batches of index pairs, each pair judged in both orders."""
 
-    def __init__(self, ctx: RunContext, request: Request, texts: list[str], judge: Member | None, ranker: PairwiseRanker | None):
+    def __init__(
+        self,
+        ctx: RunContext,
+        request: Request,
+        texts: list[str],
+        judge: Member | None,
+        ranker: PairwiseRanker | None,
+    ):
         self.ctx, self.request, self.texts, self.judge, self.ranker = ctx, request, texts, judge, ranker
         self.count = 0
 
@@ -181,12 +207,18 @@ class _Comparer:
         return [(p + 1.0 - q) / 2 for p, q in zip(ab, ba)]
 
     async def _ranked(self, a: str, b: str) -> float:
-        value = self.ranker(a, b, self.request)  # type: ignore[misc]
-        return float(await value) if inspect.isawaitable(value) else float(value)
+        """An async ranker is awaited; a sync one (a reward model, say) runs in a worker thread."""
+        assert self.ranker is not None
+        if inspect.iscoroutinefunction(self.ranker):
+            return float(await self.ranker(a, b, self.request))
+        return float(await asyncio.to_thread(self.ranker, a, b, self.request))
 
 
 async def rank(
-    compare: Callable[[Sequence[tuple[int, int]]], Awaitable[list[float]]], n: int, aggregation: Aggregation, top_k: int
+    compare: Callable[[Sequence[tuple[int, int]]], Awaitable[list[float]]],
+    n: int,
+    aggregation: Aggregation,
+    top_k: int,
 ) -> tuple[list[int], list[float]]:
     """Candidate indices best first, and each candidate's aggregate score (for bubble: places from the top)."""
     if aggregation == "bubble":
@@ -223,7 +255,10 @@ def fusion_request(request: Request, candidates: Sequence[Generation]) -> Reques
     parts = [quote("CONVERSATION", conversation, mark)]
     parts += [quote(f"CANDIDATE {i + 1}", text, mark) for i, text in enumerate(texts)]
     parts.append("Write the single best answer to the last user message of the conversation.")
-    messages = [Message(role="system", content=FUSION_SYSTEM), Message(role="user", content="\n\n".join(parts))]
+    messages = [
+        Message(role="system", content=FUSION_SYSTEM),
+        Message(role="user", content="\n\n".join(parts)),
+    ]
     return Request(messages=messages, params=request.params)
 
 

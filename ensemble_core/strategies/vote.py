@@ -21,7 +21,9 @@ class Vote(CandidateStrategy):
 
     name: ClassVar[str] = "vote"
     summary: ClassVar[str] = "majority over normalised answers (self-consistency when sampling)"
-    paper: ClassVar[str | None] = "Self-Consistency Improves Chain of Thought Reasoning in Language Models (Wang et al., 2023)"
+    paper: ClassVar[str | None] = (
+        "Self-Consistency Improves Chain of Thought Reasoning in Language Models (Wang et al., 2023)"
+    )
 
     normaliser: NormaliserName | Normaliser = Field(
         default="auto",
@@ -38,7 +40,9 @@ class Vote(CandidateStrategy):
         groups: dict[str, list[Generation]] = {}
         for answer in answers:
             groups.setdefault(answer_key(answer, normalise), []).append(answer)
-        ranked = sorted(groups.items(), key=lambda item: (len(item[1]), max(map(_score, item[1]))), reverse=True)
+        ranked = sorted(
+            groups.items(), key=lambda item: (len(item[1]), max(map(_score, item[1]))), reverse=True
+        )
         key, winners = ranked[0]
         chosen = max(winners, key=_score)
         tied = [k for k, group in ranked[1:] if len(group) == len(winners)]
@@ -59,5 +63,12 @@ def _votes(groups: dict[str, list[Generation]]) -> list[dict[str, Any]]:
     for key, group in groups.items():
         best = max(map(_score, group))
         members = [g.member for g in group]
-        votes.append({"answer": key, "count": len(group), "members": members, "best_mean_logprob": best if best > -math.inf else None})
+        votes.append(
+            {
+                "answer": key,
+                "count": len(group),
+                "members": members,
+                "best_mean_logprob": best if best > -math.inf else None,
+            }
+        )
     return votes

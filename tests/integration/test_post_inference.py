@@ -41,8 +41,13 @@ def test_cascade_trace_shows_the_escalation_score_and_threshold(default_pair):
     first, last = result.trace.details["steps"]
     assert first["member"] == "smollm2" and first["decision"] == "escalated"
     assert first["score"] < 0.0 and first["threshold"] == 0.0
-    assert last == {"member": "gemma3", "decision": "final", "score": None, "threshold": None,
-                    "why": "the last member is never escalated from"}
+    assert last == {
+        "member": "gemma3",
+        "decision": "final",
+        "score": None,
+        "threshold": None,
+        "why": "the last member is never escalated from",
+    }
 
 
 def test_cascade_streams_the_last_member_live(default_pair):
@@ -55,7 +60,9 @@ def test_cascade_streams_the_last_member_live(default_pair):
 
 @pytest.mark.slow
 def test_cascade_self_verification_on_smollm2(default_pair):
-    result = Ensemble(default_pair, Cascade(scorer="self-verify", thresholds=[1.01])).run(QUESTION, max_tokens=24)
+    result = Ensemble(default_pair, Cascade(scorer="self-verify", thresholds=[1.01])).run(
+        QUESTION, max_tokens=24
+    )
     step = result.trace.details["steps"][0]
     assert 0.0 < step["score"] < 1.0 and step["decision"] == "escalated"
     assert "paris" in result.text.lower()
@@ -63,7 +70,9 @@ def test_cascade_self_verification_on_smollm2(default_pair):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="Gemma 3 270M is a base model: as a fuser it continues the quoted prompt instead of answering")
+@pytest.mark.xfail(
+    reason="Gemma 3 270M is a base model: as a fuser it continues the quoted prompt instead of answering"
+)
 def test_gemma3_as_fuser(default_pair):
     result = Ensemble(default_pair, RankAndFuse(judge="smollm2", fuser="gemma3")).run(QUESTION, max_tokens=24)
     assert "paris" in result.text.lower() and "END" not in result.text

@@ -35,7 +35,9 @@ class ScoringMember(ScriptedMember):
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
         self.scored.extend(pairs)
-        return [ContinuationScore(sum_logprob=self.scorer(p, c), n_tokens=1, n_chars=len(c)) for p, c in pairs]
+        return [
+            ContinuationScore(sum_logprob=self.scorer(p, c), n_tokens=1, n_chars=len(c)) for p, c in pairs
+        ]
 
 
 class Clock:

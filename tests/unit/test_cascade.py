@@ -133,7 +133,10 @@ def test_a_scorer_error_escalates_and_is_traced():
 
 
 def test_mean_logprob_scorer_reads_the_generation_logprobs():
-    members = [LogprobMember("unsure", ["maybe Lyon"], logprob=-2.0), LogprobMember("sure", ["Paris"], logprob=-0.1)]
+    members = [
+        LogprobMember("unsure", ["maybe Lyon"], logprob=-2.0),
+        LogprobMember("sure", ["Paris"], logprob=-0.1),
+    ]
     result = Ensemble(members, Cascade(thresholds=[-1.0])).run("?")
     assert result.text == "Paris"
     assert result.trace.details["steps"][0]["score"] == pytest.approx(-2.0)
@@ -151,7 +154,9 @@ def test_mean_logprob_scores_with_the_member_when_it_returned_no_logprobs(tiny_m
 
 def test_self_verification_is_the_probability_of_yes_against_no():
     verifier = ScoringMember("small", ["Lyon"], scorer=lambda p, c: -0.2 if c.strip() == "Yes" else -1.8)
-    result = Ensemble([verifier, ScriptedMember("large", ["Paris"])], Cascade(scorer="self-verify")).run("Capital?")
+    result = Ensemble([verifier, ScriptedMember("large", ["Paris"])], Cascade(scorer="self-verify")).run(
+        "Capital?"
+    )
     assert {c.strip() for _, c in verifier.scored} == {"Yes", "No"}
     prompt = verifier.scored[0][0]
     assert "Lyon" in prompt and "Is your previous answer correct?" in prompt
@@ -171,11 +176,15 @@ def test_self_verification_on_a_real_model_gives_a_probability(tiny_member):
 def test_agreement_samples_with_temperature_and_seeds():
     small = ScriptedMember("small", ["#### 12", "#### 12", "#### 13", "12", "#### 12"])
     scorer = {"kind": "agreement", "samples": 4, "temperature": 0.8}
-    result = Ensemble([small, ScriptedMember("large", ["14"])], Cascade(scorer=scorer, thresholds=[0.7])).run("?")
+    result = Ensemble([small, ScriptedMember("large", ["14"])], Cascade(scorer=scorer, thresholds=[0.7])).run(
+        "?"
+    )
     assert result.trace.details["steps"][0]["score"] == 0.75
     assert result.trace.chosen == "small"
     sampled = small.calls[1:]
-    assert [r.params.seed for r in sampled] == [1, 2, 3, 4] and {r.params.temperature for r in sampled} == {0.8}
+    assert [r.params.seed for r in sampled] == [1, 2, 3, 4] and {r.params.temperature for r in sampled} == {
+        0.8
+    }
 
 
 def test_streaming_joins_to_the_final_text_for_accepted_and_escalated_answers():
@@ -209,16 +218,19 @@ def test_multi_turn_conversations_reach_every_step():
 
 
 # calibration ------------------------------------------------------------------------------------------------------
-def dev_set() -> list[CascadeRecord]:
-    """The cheap member is right exactly when its score is high (>= 0.6); the expensive one is always right."""
+def dev_set(priced: bool = True) -> list[CascadeRecord]:
+    """The cheap member is right exactly when its score is high (>= 0.6); the expensive one is always right.
+    Unpriced (local models), they cost only their latency."""
     records = []
     for i in range(20):
         score = i / 20
         records.append(
             CascadeRecord(
                 outcomes={
-                    "cheap": MemberOutcome(score=score, quality=float(score >= 0.6), cost=1.0, latency_s=0.1),
-                    "expensive": MemberOutcome(quality=1.0, cost=10.0, latency_s=2.0),
+                    "cheap": MemberOutcome(
+                        score=score, quality=float(score >= 0.6), cost=1.0 * priced, latency_s=0.1
+                    ),
+                    "expensive": MemberOutcome(quality=1.0, cost=10.0 * priced, latency_s=2.0),
                 }
             )
         )
@@ -241,6 +253,12 @@ def test_calibrate_for_a_budget_in_money_or_time():
     assert 0.55 < by_time.thresholds[0] <= 0.6
 
 
+def test_without_prices_the_cost_is_latency():
+    curve = Cascade(order=["cheap", "expensive"]).curve(dev_set(priced=False))
+    assert curve[-1].quality == 1.0
+    assert curve[-1].cost == pytest.approx(0.1 + 0.6 * 2.0)  # seconds: cheap always, expensive for 60%
+
+
 def test_curve_trades_cost_for_quality():
     curve = Cascade(order=["cheap", "expensive"]).curve(dev_set())
     assert [p.cost for p in curve] == sorted(p.cost for p in curve)
@@ -257,9 +275,16 @@ def test_impossible_targets_say_what_is_reachable():
 
 
 def test_record_runs_every_member_and_grades_it():
-    members = [ScriptedMember("cheap", ["Lyon"]), ScriptedMember("expensive", ["Paris"], price=Price(input_per_token=0.5))]
+    members = [
+        ScriptedMember("cheap", ["Lyon"]),
+        ScriptedMember("expensive", ["Paris"], price=Price(input_per_token=0.5)),
+    ]
     cascade = Cascade(scorer=Fixed(scores={"cheap": 0.3}))
-    record = cascade.record(members, Ensemble(members).request("Capital of France?"), lambda g: float("Paris" in g.text))
+    record = cascade.record(
+        members, Ensemble(members).request("Capital of France?"), lambda g: float("Paris" in g.text)
+    )
     assert list(record.outcomes) == ["cheap", "expensive"]
     assert record.outcomes["cheap"].model_dump(include={"score", "quality"}) == {"score": 0.3, "quality": 0.0}
-    assert record.outcomes["expensive"].quality == 1.0 and record.outcomes["expensive"].cost == 1.5  # 3 prompt words at 0.5
+    assert (
+        record.outcomes["expensive"].quality == 1.0 and record.outcomes["expensive"].cost == 1.5
+    )  # 3 prompt words at 0.5

@@ -22,14 +22,20 @@ def scripted(**replies) -> list[ScriptedMember]:
 # answer keys and similarity ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "number"),
-    [("so she has #### 1,234", "1234"), ("3 apples then 7.50 dollars", "7.5"), ("-4.0", "-4"), ("none", None)],
+    [
+        ("so she has #### 1,234", "1234"),
+        ("3 apples then 7.50 dollars", "7.5"),
+        ("-4.0", "-4"),
+        ("none", None),
+    ],
 )
 def test_final_number(text, number):
     assert final_number(text) == number
 
 
 @pytest.mark.parametrize(
-    ("text", "letter"), [("The answer is (C).", "C"), ("B. Paris", "B"), ("answer: D", "D"), ("A cat sat", None)]
+    ("text", "letter"),
+    [("The answer is (C).", "C"), ("B. Paris", "B"), ("answer: D", "D"), ("A cat sat", None)],
 )
 def test_choice_letter(text, letter):
     assert choice_letter(text) == letter
@@ -68,7 +74,9 @@ def test_vote_number_normaliser_groups_math_answers():
 
 def test_vote_accepts_a_custom_normaliser():
     members = scripted(a="Yes, certainly", b="yes", c="No")
-    result = Ensemble(members, Vote(normaliser=lambda t: t.lower().startswith("yes") and "yes" or "no")).run("?")
+    result = Ensemble(members, Vote(normaliser=lambda t: t.lower().startswith("yes") and "yes" or "no")).run(
+        "?"
+    )
     assert result.trace.details["winner"] == "yes"
 
 
@@ -97,10 +105,12 @@ def test_self_consistency_samples_one_member_with_distinct_seeds():
 
 
 def test_tool_calls_vote_by_name_and_arguments_and_survive_intact():
-    weather = lambda: ToolCall(name="weather", arguments={"city": "Paris"})  # noqa: E731  (fresh id each)
+    weather = lambda: ToolCall(name="weather", arguments={"city": "Paris"})
     calls = [weather(), weather(), ToolCall(name="weather", arguments={"city": "Rome"})]
     members = [ScriptedMember(n, [c]) for n, c in zip("abc", calls)]
-    tools = [ToolSpec(name="weather", parameters={"type": "object", "properties": {"city": {"type": "string"}}})]
+    tools = [
+        ToolSpec(name="weather", parameters={"type": "object", "properties": {"city": {"type": "string"}}})
+    ]
     result = Ensemble(members, "vote").run("Weather in Paris?", tools=tools)
     assert len(result.tool_calls) == 1
     assert result.tool_calls[0] in calls[:2]
@@ -120,7 +130,10 @@ def test_failing_and_timed_out_members_are_dropped_and_traced():
 
 
 def test_every_member_failing_says_why_each_failed():
-    members = [ScriptedMember("a", [RuntimeError("disk full")]), ScriptedMember("b", [ValueError("bad json")])]
+    members = [
+        ScriptedMember("a", [RuntimeError("disk full")]),
+        ScriptedMember("b", [ValueError("bad json")]),
+    ]
     with pytest.raises(AllMembersFailedError, match="disk full") as caught:
         Ensemble(members, "vote").run("?")
     assert set(caught.value.errors) == {"a", "b"}
@@ -143,7 +156,9 @@ def test_vote_stream_joins_to_the_result_text():
 
 # MBR --------------------------------------------------------------------------------------------------------------
 def test_mbr_picks_the_consensus_answer_lexically():
-    members = scripted(a="Paris is the capital of France.", b="The capital of France is Paris.", c="Berlin, I think.")
+    members = scripted(
+        a="Paris is the capital of France.", b="The capital of France is Paris.", c="Berlin, I think."
+    )
     result = Ensemble(members, MBR(similarity="lexical")).run("Capital of France?")
     assert result.trace.chosen in {"a", "b"}
     scores = result.trace.details["mbr_scores"]
