@@ -52,7 +52,7 @@ from ensemble_core.types import (
 )
 from llamaindex_ensemble.member import wrap_members
 from llamaindex_ensemble.messages import (
-    assistant_message,
+    chat_message,
     to_engine_messages,
     to_tool_choice,
     to_tool_spec,
@@ -231,7 +231,7 @@ class EnsembleLLM(FunctionCallingLLM):
     async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         result = await self._ensemble.arun_request(self._request(messages, kwargs))
         return ChatResponse(
-            message=assistant_message(result.text, result.tool_calls),
+            message=chat_message(result.text, result.tool_calls),
             raw=self._raw(result.usage, result.trace, result.finish_reason),
         )
 
@@ -254,10 +254,10 @@ class EnsembleLLM(FunctionCallingLLM):
                 calls = _whole_calls(chunks, calls)
             if delta.final:
                 raw = self._raw(delta.usage or Usage(), delta.trace, delta.finish_reason or "stop")
-                yield ChatResponse(message=assistant_message(text, calls), delta="", raw=raw)
+                yield ChatResponse(message=chat_message(text, calls), delta="", raw=raw)
             elif delta.text or delta.tool_call_chunks:
                 raw = {"member": delta.member}
-                yield ChatResponse(message=assistant_message(text, calls), delta=delta.text, raw=raw)
+                yield ChatResponse(message=chat_message(text, calls), delta=delta.text, raw=raw)
 
     def _raw(self, usage: Usage, trace: Trace | None, finish_reason: FinishReason) -> dict[str, Any]:
         """Usage under the keys LlamaIndex's TokenCountingHandler reads (summed over every member call), the

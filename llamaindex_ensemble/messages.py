@@ -18,6 +18,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
 from llama_index.core.tools.types import BaseTool, ToolMetadata
+from pydantic import ValidationError
 
 from ensemble_core.errors import CapabilityError, ConfigError
 from ensemble_core.types import Message, Role, ToolCall, ToolSpec
@@ -95,11 +96,17 @@ def _arguments(kwargs: dict[str, Any] | str) -> dict[str, Any]:
 def to_tool_spec(tool: BaseTool) -> ToolSpec:
     """A LlamaIndex tool's name, description and JSON-schema parameters as an engine `ToolSpec`."""
     metadata = tool.metadata
-    return ToolSpec(
-        name=metadata.get_name(),
-        description=metadata.description,
-        parameters=metadata.get_parameters_dict(),
-    )
+    try:
+        return ToolSpec(
+            name=metadata.get_name(),
+            description=metadata.description,
+            parameters=metadata.get_parameters_dict(),
+        )
+    except ValidationError as err:
+        raise ConfigError(
+            f"tool {metadata.name!r} cannot be offered to the ensemble: {err.errors()[0]['msg']}; tool names "
+            "are 1-64 letters, digits, '_', '-' or '.' (set FunctionTool.from_defaults(fn, name=...))"
+        ) from err
 
 
 def to_tool_choice(tool_choice: str | dict[str, Any] | None, tool_required: bool) -> str | None:
@@ -125,13 +132,14 @@ def to_llama_message(message: Message) -> ChatMessage:
             content=message.content,
             additional_kwargs={"tool_call_id": message.tool_call_id},
         )
-    return assistant_message(message.content, message.tool_calls, role=MessageRole(message.role))
+    return chat_message(message.content, message.tool_calls, role=MessageRole(message.role))
 
 
-def assistant_message(
-    text: str, tool_calls: Sequence[ToolCall], role: MessageRole = MessageRole.ASSISTANT
+def chat_message(
+    text: str, tool_calls: Sequence[ToolCall] = (), role: MessageRole = MessageRole.ASSISTANT
 ) -> ChatMessage:
-    """A chat message holding the text (always, possibly empty) and one `ToolCallBlock` per tool call."""
+    """A chat message (by default the assistant's) holding the text, always, possibly empty, and one
+    `ToolCallBlock` per tool call."""
     blocks: list[Any] = [TextBlock(text=text)]
     blocks.extend(tool_call_block(call) for call in tool_calls)
     return ChatMessage(role=role, blocks=blocks)

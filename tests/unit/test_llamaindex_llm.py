@@ -371,6 +371,13 @@ def test_only_the_first_tool_call_is_kept_without_parallel_calls():
     assert [s.tool_id for s in llm.get_tool_calls_from_response(parallel)] == ["c1", "c2"]
 
 
+def test_a_tool_name_the_engine_cannot_take_is_a_clear_error():
+    llm, _ = scripted_llm(tool_script)
+    bad = FunctionTool.from_defaults(multiply, name="multiply numbers")
+    with pytest.raises(ConfigError, match="tool 'multiply numbers' cannot be offered.*name="):
+        llm.chat_with_tools([bad], user_msg="q")
+
+
 def test_no_tool_call_is_an_error_only_when_asked():
     llm, _ = scripted_llm()
     response = llm.chat(user("q"))
