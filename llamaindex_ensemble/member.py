@@ -3,7 +3,6 @@ can sit next to engine members (HFMember, OpenAICompatMember) in one ensemble.""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -14,7 +13,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM
 
 from ensemble_core.errors import CapabilityError
-from ensemble_core.members.base import Member, Price
+from ensemble_core.members.base import Member, Price, member_name_from
 from ensemble_core.types import Delta, Generation, Request, ToolCall, Usage, tool_calls_to_chunks
 from llamaindex_ensemble.messages import SpecTool, to_llama_messages
 
@@ -37,7 +36,7 @@ class LlamaIndexMember(Member):
         timeout_s: float | None = None,
     ):
         super().__init__(
-            name or _member_name(llm.metadata.model_name),
+            name or member_name_from(llm.metadata.model_name, default="llamaindex"),
             price=price,
             context_window=context_window or llm.metadata.context_window,
             timeout_s=timeout_s,
@@ -165,12 +164,6 @@ class LlamaIndexMember(Member):
         yield Delta(
             member=self.name, final=True, finish_reason=generation.finish_reason, usage=generation.usage
         )
-
-
-def _member_name(model_name: str) -> str:
-    """A valid member name from a model name ("gpt-4o-mini", "org/model:tag" -> "org_model_tag")."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.\-]+", "_", model_name).strip("_.-")[:64]
-    return cleaned or "llamaindex"
 
 
 def wrap_members(members: Sequence[Member | LLM]) -> list[Member]:

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
+def member_name_from(text: str, default: str = "model") -> str:
+    """A valid member name made from a model name or path ("org/model:tag" -> "org_model_tag")."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]+", "_", text).strip("_.-")[:64].rstrip("_.-")
+    return cleaned or default
+
+
 class Capability(str, Enum):
     """What a strategy can ask of a member."""
 

@@ -7,7 +7,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole, ToolCallBlock
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    LLMMetadata,
+    MessageRole,
+    ToolCallBlock,
+)
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 
@@ -69,6 +75,16 @@ def test_name_context_window_and_tool_support_come_from_the_llm():
     assert member.context_window == MockLLM().metadata.context_window
     assert not member.supports_tools
     assert LlamaIndexMember(calling_llm(), name="caller").supports_tools
+
+
+def test_a_model_name_becomes_a_valid_member_name():
+    class Named(MockLLM):
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="org/model:7b-q4")
+
+    member = LlamaIndexMember(Named())
+    assert member.name == "org_model_7b-q4" and member.model_name == "org/model:7b-q4"
 
 
 def test_generate_returns_text_and_the_usage_the_llm_reported():
