@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +54,8 @@ NO_KEY = "EMPTY"
 
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 _FINISH.update(function_call="tool_calls", content_filter="stop")
+#: Scoring requests in flight at once per `ascore` call.
+SCORE_CONCURRENCY = 4
 #: Errors after which the probe is asked again next time rather than its answer cached.
 _TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
@@ -64,10 +67,14 @@ class OpenAICompatMember(Member):
     appears in reprs, traces or error messages; without one, the placeholder "EMPTY" is sent (pass
     `api_key=os.environ["OPENAI_API_KEY"]` for a hosted API). `score`: True declares the capability, False
     withholds it, "auto" (default) asks the server once whether `/v1/completions` returns usable prompt
-    log-probabilities. `timeout_s` bounds each HTTP request and each call of the member; `max_retries` retries
-    connection errors and 429/5xx answers. `logprobs` asks chat completions for the answer's per-token
-    log-probabilities. `score_top_logprobs` is how many top log-probabilities per position scoring asks of a
-    server found to shift prompt log-probabilities by one (only the top ones reveal the right values there).
+    log-probabilities. That probe also finds how the server lines them up with the tokens (llama-cpp-python
+    reports them shifted by one position) and scoring reads them accordingly (see `prompt_logprobs`).
+    Streams carry the server's usage where it sends it (`stream_options.include_usage`); otherwise the
+    answer's tokens are counted from the stream and the prompt's stay 0 (unknown). `timeout_s` bounds each
+    HTTP request and each call of the member; `max_retries` retries connection errors and 429/5xx answers.
+    `logprobs` asks chat completions for the answer's per-token log-probabilities. `score_top_logprobs` is
+    how many top log-probabilities per position scoring asks of a server found to shift prompt
+    log-probabilities by one (only the top ones reveal the right values there).
     `http_client` / `async_http_client` replace the default httpx clients (proxies, TLS, tests).
     """
 
@@ -205,17 +212,19 @@ class OpenAICompatMember(Member):
 
     # generate ----------
     def generate(self, request: Request) -> Generation:
+        start = time.perf_counter()
         with self._api_errors():
             completion = self.client.chat.completions.create(**self._chat_kwargs(request))
-        return self._generation(completion)
+        return self._generation(completion, time.perf_counter() - start)
 
     async def agenerate(self, request: Request) -> Generation:
+        start = time.perf_counter()
         with self._api_errors():
             completion = await self.async_client.chat.completions.create(**self._chat_kwargs(request))
-        return self._generation(completion)
+        return self._generation(completion, time.perf_counter() - start)
 
     def stream(self, request: Request) -> Iterator[Delta]:
-        reader = _StreamReader(self.name, bool(self.request_logprobs))
+        reader = _StreamReader(self.name)
         with self._api_errors():
             chunks = self.client.chat.completions.create(**self._chat_kwargs(request, stream=True))
             try:
@@ -226,7 +235,7 @@ class OpenAICompatMember(Member):
         yield reader.finish()
 
     async def astream(self, request: Request) -> AsyncIterator[Delta]:
-        reader = _StreamReader(self.name, bool(self.request_logprobs))
+        reader = _StreamReader(self.name)
         with self._api_errors():
             chunks = await self.async_client.chat.completions.create(
                 **self._chat_kwargs(request, stream=True)
@@ -266,7 +275,7 @@ class OpenAICompatMember(Member):
             kwargs.update(stream=True, stream_options={"include_usage": True})
         return kwargs
 
-    def _generation(self, completion: Any) -> Generation:
+    def _generation(self, completion: Any, latency_s: float) -> Generation:
         if not completion.choices:
             raise MemberError(self.name, "the server returned a chat completion without choices")
         choice = completion.choices[0]
@@ -279,6 +288,7 @@ class OpenAICompatMember(Member):
             tool_calls=tool_calls,
             logprobs=[TokenLogprob(token=t.token, logprob=t.logprob) for t in content] if content else None,
             usage=_usage(completion.usage),
+            latency_s=latency_s,
             finish_reason="tool_calls" if tool_calls else _FINISH.get(choice.finish_reason or "stop", "stop"),
             prompt_format="server",
         )
@@ -290,6 +300,9 @@ class OpenAICompatMember(Member):
         alignment = self._score_alignment(self.probe())
         results = []
         for prompt, continuation in pairs:
+            if not continuation:
+                results.append(ContinuationScore(sum_logprob=0.0, n_tokens=0, n_chars=0))
+                continue
             with self._api_errors():
                 response = self.client.completions.create(
                     **self._score_kwargs(prompt + continuation, alignment)
@@ -300,12 +313,16 @@ class OpenAICompatMember(Member):
     async def ascore(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
         alignment = self._score_alignment(await self.aprobe())
         client = self.async_client
+        slots = asyncio.Semaphore(SCORE_CONCURRENCY)
 
         async def one(prompt: str, continuation: str) -> ContinuationScore:
-            with self._api_errors():
-                response = await client.completions.create(
-                    **self._score_kwargs(prompt + continuation, alignment)
-                )
+            if not continuation:
+                return ContinuationScore(sum_logprob=0.0, n_tokens=0, n_chars=0)
+            async with slots:
+                with self._api_errors():
+                    response = await client.completions.create(
+                        **self._score_kwargs(prompt + continuation, alignment)
+                    )
             return self._read_score(response, prompt, continuation, alignment)
 
         return list(await asyncio.gather(*(one(p, c) for p, c in pairs)))
@@ -330,8 +347,6 @@ class OpenAICompatMember(Member):
     def _read_score(
         self, response: Any, prompt: str, continuation: str, alignment: Alignment
     ) -> ContinuationScore:
-        if not continuation:
-            return ContinuationScore(sum_logprob=0.0, n_tokens=0, n_chars=0)
         try:
             logprobs = EchoLogprobs.from_response(response.choices[0].logprobs if response.choices else None)
             values = continuation_logprobs(logprobs, len(prompt), len(prompt) + len(continuation), alignment)
@@ -374,9 +389,8 @@ class _StreamReader:
     index (llama-cpp-python repeats them in every fragment). A server that sends no usage gets the answer's
     tokens counted from its per-token logprobs, or else one per chunk (servers stream a token per chunk)."""
 
-    def __init__(self, member: str, counts_logprobs: bool):
+    def __init__(self, member: str):
         self.member = member
-        self.counts_logprobs = counts_logprobs
         self.usage: Usage | None = None
         self.finish_reason: FinishReason | None = None
         self.ids: dict[int, str] = {}
@@ -418,9 +432,7 @@ class _StreamReader:
         for index, arguments in self.arguments.items():
             parse_arguments(self.member, self.names.get(index, "?"), arguments)
         finish = "tool_calls" if self.arguments else (self.finish_reason or "stop")
-        usage = self.usage or Usage(
-            output_tokens=self.logprob_tokens if self.counts_logprobs else self.chunks
-        )
+        usage = self.usage or Usage(output_tokens=self.logprob_tokens or self.chunks)
         return Delta(member=self.member, final=True, finish_reason=finish, usage=usage)
 
 

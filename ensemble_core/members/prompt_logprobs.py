@@ -19,8 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-#: A text any language model continues with certainty after its first few tokens.
-PROBE_TEXT = ", ".join(str(i) for i in range(1, 25))
+#: A text any language model continues with certainty after its first few tokens; short, because some
+#: servers (llama-cpp-python) sort the whole vocabulary in Python for every position they report.
+PROBE_TEXT = ", ".join(str(i) for i in range(1, 13))
 #: Top log-probabilities asked for per position by the probe (the OpenAI legacy API allows up to 5).
 PROBE_TOP_K = 5
 #: Share of probe positions that must agree with one reading for it to count as that server's alignment.

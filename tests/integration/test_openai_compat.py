@@ -24,7 +24,7 @@ TOLERANCE_PER_TOKEN = 0.1
 
 @pytest.fixture(scope="module")
 def member(llama_server: str) -> OpenAICompatMember:
-    return OpenAICompatMember(llama_server, "smollm2-q4", name="server", timeout_s=60)
+    return OpenAICompatMember(llama_server, "smollm2-q4", name="server", timeout_s=120)
 
 
 def ask(question: str = QUESTION, max_tokens: int = 24, **fields) -> Request:

@@ -175,6 +175,7 @@ def test_answer_with_logprobs_and_usage() -> None:
     assert (generation.text, generation.finish_reason, generation.member) == ("Paris.", "stop", "fake")
     assert [(t.token, t.logprob) for t in generation.logprobs or []] == [("Paris", -0.2), (".", -0.1)]
     assert (generation.usage.input_tokens, generation.usage.output_tokens) == (11, 3)
+    assert generation.latency_s > 0
 
 
 def test_tool_calls_are_parsed() -> None:
