@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from llama_index.core import Settings
 from llama_index.core.agent.workflow import FunctionAgent, ReActAgent, ToolCallResult
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.tools import FunctionTool
@@ -121,3 +122,15 @@ def test_chat_engine_example_keeps_the_conversation(examples, scripted_rag):
     assert "".join(streaming.response_gen) and streaming.source_nodes
     contents = "\n".join(m.content for request in member.calls[-2:] for m in request.messages)
     assert chat.TURNS[0] in contents and "Helen Marsh founded it." in contents
+
+
+def test_settings_llm_is_used_by_a_query_engine(scripted_rag):
+    """`Settings.llm = EnsembleLLM(...)`: query engines built without an llm argument use the ensemble."""
+    rag, index, llm, member = scripted_rag
+    previous = Settings._llm
+    Settings.llm = llm
+    try:
+        response = index.as_query_engine(similarity_top_k=len(rag.DOCUMENTS)).query(rag.QUESTION)
+    finally:
+        Settings._llm = previous
+    assert response.response == "Helen Marsh founded it." and len(member.calls) == 1
