@@ -71,10 +71,10 @@ class OpenAICompatMember(Member):
     reports them shifted by one position) and scoring reads them accordingly (see `prompt_logprobs`).
     Streams carry the server's usage where it sends it (`stream_options.include_usage`); otherwise the
     answer's tokens are counted from the stream and the prompt's stay 0 (unknown). `timeout_s` bounds each
-    HTTP request and each call of the member; `max_retries` retries connection errors and 429/5xx answers.
-    `logprobs` asks chat completions for the answer's per-token log-probabilities. `score_top_logprobs` is
-    how many top log-probabilities per position scoring asks of a server found to shift prompt
-    log-probabilities by one (only the top ones reveal the right values there).
+    HTTP request and each call of the member (None: the client's default, 600 s); `max_retries` retries
+    connection errors and 429/5xx answers. `logprobs` asks chat completions for the answer's per-token
+    log-probabilities. `score_top_logprobs` is how many top log-probabilities per position scoring asks of
+    a server found to shift prompt log-probabilities by one (only the top ones reveal the right values).
     `http_client` / `async_http_client` replace the default httpx clients (proxies, TLS, tests).
     """
 
@@ -120,7 +120,7 @@ class OpenAICompatMember(Member):
         return {
             "base_url": self.base_url,
             "api_key": self.api_key.get_secret_value(),
-            "timeout": self.timeout_s,
+            "timeout": openai.DEFAULT_TIMEOUT if self.timeout_s is None else self.timeout_s,
             "max_retries": self.max_retries,
         }
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from ensemble_core import Ensemble
@@ -449,3 +450,8 @@ def test_the_probe_is_asked_again_after_the_server_was_unreachable() -> None:
     assert not member.has(Capability.SCORE)
     assert member.has(Capability.SCORE)
     assert member.probe().alignment is Alignment.ALIGNED
+
+
+def test_no_timeout_given_means_the_clients_default_not_none() -> None:
+    member = OpenAICompatMember("http://127.0.0.1:1/v1", "m", timeout_s=None)
+    assert member.client.timeout == openai.DEFAULT_TIMEOUT
