@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from llama_index.core.base.llms.base import BaseLLM
@@ -192,28 +193,48 @@ def test_unknown_call_options_are_rejected_with_the_ones_there_are():
         llm.stream_chat(user("q"), frequency_penalty=1.0)
 
 
+class Rendezvous(Member):
+    """Answers only once `expected` calls are inside members of the same group at the same time: a test
+    that uses it finishes only if those calls overlap on the event loop (no timing involved)."""
+
+    def __init__(self, name: str, group: dict[str, Any], answer: str | None = None) -> None:
+        super().__init__(name)
+        self.group = group
+        self.answer = answer
+
+    def generate(self, request: Request) -> Generation:
+        raise AssertionError("the async path must not fall back to the sync one")
+
+    async def agenerate(self, request: Request) -> Generation:
+        self.group["inside"] += 1
+        if self.group["inside"] == self.group["expected"]:
+            self.group["all_in"].set()
+        await asyncio.wait_for(self.group["all_in"].wait(), timeout=10)
+        return Generation(member=self.name, text=self.answer or request.messages[-1].content)
+
+
+def rendezvous_group(expected: int) -> dict[str, Any]:
+    return {"inside": 0, "expected": expected, "all_in": asyncio.Event()}
+
+
 async def test_async_calls_run_on_the_event_loop_concurrently():
-    """Two achat calls each wait until both are inside a member: this only finishes if they overlap."""
-
-    class Rendezvous(Member):
-        def __init__(self) -> None:
-            super().__init__("rendezvous")
-            self.inside = 0
-            self.both = asyncio.Event()
-
-        def generate(self, request: Request) -> Generation:
-            raise AssertionError("the async path must not fall back to the sync one")
-
-        async def agenerate(self, request: Request) -> Generation:
-            self.inside += 1
-            if self.inside == 2:
-                self.both.set()
-            await asyncio.wait_for(self.both.wait(), timeout=10)
-            return Generation(member=self.name, text=request.messages[-1].content)
-
-    llm = EnsembleLLM(ensemble=Ensemble([Rendezvous()]))
+    llm = EnsembleLLM(ensemble=Ensemble([Rendezvous("r", rendezvous_group(2))]))
     first, second = await asyncio.gather(llm.achat(user("one")), llm.achat(user("two")))
     assert (first.message.content, second.message.content) == ("one", "two")
+
+
+async def test_members_of_one_call_are_asked_concurrently():
+    """Vote asks every member; each waits for all three to be inside, so this passes only if they overlap."""
+    group = rendezvous_group(3)
+    members = [
+        Rendezvous("a", group, "Paris"),
+        Rendezvous("b", group, "Lyon"),
+        Rendezvous("c", group, "Paris"),
+    ]
+    llm = EnsembleLLM(members=members, strategy="vote")
+    response = await llm.achat(user("capital of France?"))
+    assert response.message.content == "Paris"
+    assert sorted(c.member for c in response.raw["trace"].calls) == ["a", "b", "c"]
 
 
 # usage, trace, callbacks, instrumentation -------------------------------------------------------------------
