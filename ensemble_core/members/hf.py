@@ -3,6 +3,7 @@ step. CUDA with bf16 when a GPU is present, CPU float32 otherwise; weights load 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
@@ -12,23 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    DynamicCache,
-    PreTrainedTokenizerBase,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
-from transformers.generation.streamers import BaseStreamer
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from ensemble_core.errors import ContextWindowError
 from ensemble_core.members.base import Capability, Member, Price
 from ensemble_core.members.prompting import PLAIN_STOP, plain_prompt, template_messages, with_tools_in_system
 from ensemble_core.members.step import StepSession
-from ensemble_core.members.text_stream import TextAssembler
-from ensemble_core.members.tool_parsing import forced_call, forced_prefix, parse_tool_calls
+from ensemble_core.members.hf_generation import GenerationRun, MicroBatcher
 from ensemble_core.members.weights import convert_gguf, is_converted, converted_folder, locate
 from ensemble_core.progress import reporting
 from ensemble_core.types import (
@@ -36,8 +28,6 @@ from ensemble_core.types import (
     Delta,
     Generation,
     Request,
-    TokenLogprob,
-    Usage,
     tool_calls_to_chunks,
 )
 
@@ -75,6 +65,7 @@ class HFMember(Member):
         price: Price | None = None,
         timeout_s: float | None = None,
         score_batch_size: int = 16,
+        max_batch: int = 8,
     ):
         self.folder, self.gguf_file = locate(path, gguf_file)
         default_name = Path(self.gguf_file).stem if self.gguf_file else self.folder.name
@@ -90,7 +81,7 @@ class HFMember(Member):
         self.score_batch_size = score_batch_size
         self._model: Any = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
-        self._generate_lock = threading.Lock()
+        self._batcher = MicroBatcher(self, max_batch=max_batch)
 
     # loading ------------------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -200,16 +191,27 @@ class HFMember(Member):
     # generate ---------------------------------------------------------------------------------------------------
     def generate(self, request: Request) -> Generation:
         start = time.perf_counter()
-        run = _GenerationRun(self, request)
-        run.execute(on_token=None)
+        run = GenerationRun(self, request)
+        self._batcher.submit(run).result()
+        return run.generation(time.perf_counter() - start)
+
+    async def agenerate(self, request: Request) -> Generation:
+        """Queued with other requests to this model and generated in a micro-batch; cancelling the caller
+        ends this row's generation at the next token."""
+        start = time.perf_counter()
+        run = GenerationRun(self, request)
+        try:
+            await asyncio.wrap_future(self._batcher.submit(run))
+        except asyncio.CancelledError:
+            run.cancelled.set()
+            raise
         return run.generation(time.perf_counter() - start)
 
     def stream(self, request: Request) -> Iterator[Delta]:
         start = time.perf_counter()
-        run = _GenerationRun(self, request)
         tokens: queue.Queue[Any] = queue.Queue()
-        worker = threading.Thread(target=run.execute_into, args=(tokens,), daemon=True)
-        worker.start()
+        run = GenerationRun(self, request, sink=tokens)
+        self._batcher.submit(run)
         buffer_for_tools = bool(request.tools)
         try:
             while (item := tokens.get()) is not None:
@@ -219,7 +221,6 @@ class HFMember(Member):
                     yield Delta(text=item, member=self.name)
         finally:
             run.cancelled.set()
-            worker.join()
         generation = run.generation(time.perf_counter() - start)
         if buffer_for_tools and (generation.text or generation.tool_calls):
             yield Delta(
@@ -287,124 +288,6 @@ class HFMember(Member):
         if eos is None:
             eos = self.tokenizer.eos_token_id
         return [eos] if isinstance(eos, int) else list(eos or [])
-
-
-class _GenerationRun:
-    """One `model.generate` call: the prompt, the stop strings, the streamed text and the result."""
-
-    def __init__(self, member: HFMember, request: Request):
-        self.member = member
-        self.forced = forced_prefix(request)
-        self.request = request = forced_call(request)
-        self.prompt_ids = member._encode_prompt(request)
-        window = member.context_window or (len(self.prompt_ids) + request.params.max_tokens)
-        self.max_new_tokens = min(request.params.max_tokens, window - len(self.prompt_ids))
-        tok = member.tokenizer
-        self.assembler = TextAssembler(
-            lambda ids: tok.decode(ids, skip_special_tokens=True), member.stop_strings(request), request.prefill
-        )
-        self.new_ids: list[int] = []
-        self.logprobs: list[float] = []
-        self.cancelled = threading.Event()
-        self.hit_eos = False
-
-    def execute_into(self, sink: queue.Queue[Any]) -> None:
-        try:
-            self.execute(on_token=sink.put)
-        except BaseException as err:
-            sink.put(err)
-        finally:
-            sink.put(None)
-
-    def execute(self, on_token: Any) -> None:
-        member, params = self.member, self.request.params
-        streamer = _Streamer(self, on_token)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": not params.greedy,
-            "eos_token_id": member.eos_ids(),
-            "pad_token_id": member._pad_id(),
-            "return_dict_in_generate": True,
-            "output_logits": True,
-            "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([_Done(self)]),
-        }
-        if not params.greedy:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        input_ids = torch.tensor([self.prompt_ids], device=member.device)
-        with member._generate_lock, torch.inference_mode():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            out = member.model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
-            )
-        generated = out.sequences[0, len(self.prompt_ids) :].tolist()
-        for step, logits in enumerate(out.logits[: len(self.new_ids)]):
-            self.logprobs.append(float(torch.log_softmax(logits[0].float(), -1)[generated[step]]))
-        tail = self.assembler.finish()
-        if tail and on_token is not None:
-            on_token(tail)
-
-    def generation(self, latency_s: float) -> Generation:
-        tok = self.member.tokenizer
-        text, tool_calls = parse_tool_calls(self.forced + self.assembler.text, self.request.tools)
-        if tool_calls:
-            finish = "tool_calls"
-        elif self.assembler.stopped or self.hit_eos:
-            finish = "stop"
-        else:
-            finish = "length" if len(self.new_ids) >= self.max_new_tokens else "stop"
-        return Generation(
-            member=self.member.name,
-            text=text,
-            tool_calls=tool_calls,
-            logprobs=[
-                TokenLogprob(token=tok.decode([i]), logprob=lp) for i, lp in zip(self.new_ids, self.logprobs)
-            ],
-            usage=Usage(input_tokens=len(self.prompt_ids), output_tokens=len(self.new_ids)),
-            latency_s=latency_s,
-            finish_reason=finish,
-            prompt_format="chat-template" if self.member.uses_chat_template else "plain-qa",
-        )
-
-
-class _Streamer(BaseStreamer):
-    """Receives each new token from `model.generate`; ends generation early at a stop string or on cancel."""
-
-    def __init__(self, run: _GenerationRun, on_token: Any):
-        self.run = run
-        self.on_token = on_token
-        self.seen_prompt = False
-        self.eos = set(run.member.eos_ids())
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.seen_prompt:
-            self.seen_prompt = True
-            return
-        if self.run.assembler.stopped or self.run.hit_eos or self.run.cancelled.is_set():
-            return
-        token = int(value.reshape(-1)[0])
-        if token in self.eos:
-            self.run.hit_eos = True
-            return
-        self.run.new_ids.append(token)
-        text = self.run.assembler.add(token)
-        if text and self.on_token is not None:
-            self.on_token(text)
-
-    def end(self) -> None:
-        pass
-
-
-class _Done(StoppingCriteria):
-    """Ends `model.generate` once a stop string is reached or the stream's consumer has gone away."""
-
-    def __init__(self, run: _GenerationRun):
-        self.run = run
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        done = self.run.assembler.stopped or self.run.cancelled.is_set()
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
 class HFStepSession(StepSession):

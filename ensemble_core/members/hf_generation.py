@@ -1,0 +1,238 @@
+"""Text generation for `HFMember`: one `GenerationRun` per request, served by a `MicroBatcher` that runs the
+requests waiting for the same model together in one batched `model.generate`, each row with its own stop
+strings, token budget, stream and cancellation. Requests never share a KV cache row."""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from ensemble_core.members.text_stream import TextAssembler
+from ensemble_core.members.tool_parsing import forced_call, forced_prefix, parse_tool_calls
+from ensemble_core.types import Generation, Request, TokenLogprob, Usage
+
+if TYPE_CHECKING:
+    from ensemble_core.members.hf import HFMember
+
+
+class GenerationRun:
+    """One request's generation: its prompt ids, stop strings, streamed text, token log-probs and outcome."""
+
+    def __init__(self, member: HFMember, request: Request, sink: queue.Queue[Any] | None = None):
+        self.member = member
+        self.forced = forced_prefix(request)
+        self.request = request = forced_call(request)
+        self.prompt_ids = member._encode_prompt(request)
+        window = member.context_window or (len(self.prompt_ids) + request.params.max_tokens)
+        self.max_new_tokens = min(request.params.max_tokens, window - len(self.prompt_ids))
+        tok = member.tokenizer
+        self.assembler = TextAssembler(
+            lambda ids: tok.decode(ids, skip_special_tokens=True), member.stop_strings(request), request.prefill
+        )
+        self.sink = sink
+        self.new_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.cancelled = threading.Event()
+        self.hit_eos = False
+        self.future: Future[None] = Future()
+
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        """Runs with equal keys can share one `generate` call; a seeded sampled run is given a batch of its own."""
+        params = self.request.params
+        if params.greedy:
+            return ("greedy",)
+        return ("sample", params.temperature, params.top_p, params.seed if params.seed is None else id(self))
+
+    @property
+    def done(self) -> bool:
+        return (
+            self.assembler.stopped
+            or self.hit_eos
+            or self.cancelled.is_set()
+            or self.future.cancelled()
+            or len(self.new_ids) >= self.max_new_tokens
+        )
+
+    def accept(self, token: int, eos: set[int]) -> None:
+        """One generated token for this row: the end of the answer, or more text for the stream."""
+        if token in eos:
+            self.hit_eos = True
+            return
+        self.new_ids.append(token)
+        text = self.assembler.add(token)
+        if text and self.sink is not None:
+            self.sink.put(text)
+
+    def complete(self, error: BaseException | None = None) -> None:
+        """Resolve the caller's future (unless the caller cancelled it) and end the stream."""
+        if error is None:
+            tail = self.assembler.finish()
+            if tail and self.sink is not None:
+                self.sink.put(tail)
+            if not self.future.done():
+                self.future.set_result(None)
+        else:
+            if not self.future.done():
+                self.future.set_exception(error)
+            if self.sink is not None:
+                self.sink.put(error)
+        if self.sink is not None:
+            self.sink.put(None)
+
+    def generation(self, latency_s: float) -> Generation:
+        tok = self.member.tokenizer
+        text, tool_calls = parse_tool_calls(self.forced + self.assembler.text, self.request.tools)
+        if tool_calls:
+            finish = "tool_calls"
+        elif self.assembler.stopped or self.hit_eos:
+            finish = "stop"
+        else:
+            finish = "length" if len(self.new_ids) >= self.max_new_tokens else "stop"
+        return Generation(
+            member=self.member.name,
+            text=text,
+            tool_calls=tool_calls,
+            logprobs=[TokenLogprob(token=tok.decode([i]), logprob=lp) for i, lp in zip(self.new_ids, self.logprobs)],
+            usage=Usage(input_tokens=len(self.prompt_ids), output_tokens=len(self.new_ids)),
+            latency_s=latency_s,
+            finish_reason=finish,
+            prompt_format="chat-template" if self.member.uses_chat_template else "plain-qa",
+        )
+
+
+class MicroBatcher:
+    """A worker thread per model: each round takes every waiting run that can share a batch (up to
+    `max_batch`) and generates them together; runs that arrive meanwhile form the next round."""
+
+    def __init__(self, member: HFMember, max_batch: int = 8):
+        self.member = member
+        self.max_batch = max_batch
+        self._queue: queue.Queue[GenerationRun] = queue.Queue()
+        self._held: collections.deque[GenerationRun] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.batch_sizes: list[int] = []
+
+    def submit(self, run: GenerationRun) -> Future[None]:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name=f"generate-{self.member.name}", daemon=True)
+                self._thread.start()
+        self._queue.put(run)
+        return run.future
+
+    def _next_batch(self) -> list[GenerationRun]:
+        first = self._held.popleft() if self._held else self._queue.get()
+        batch = [first]
+        waiting = list(self._held)
+        self._held.clear()
+        while True:
+            try:
+                waiting.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for run in waiting:
+            if run.batch_key == first.batch_key and len(batch) < self.max_batch:
+                batch.append(run)
+            else:
+                self._held.append(run)
+        return batch
+
+    def _serve(self) -> None:
+        while True:
+            batch = [run for run in self._next_batch() if not _skip_cancelled(run)]
+            if not batch:
+                continue
+            self.batch_sizes.append(len(batch))
+            try:
+                self._generate(batch)
+            except BaseException as err:  # a failure fails this batch's requests, never the worker
+                for run in batch:
+                    run.complete(err)
+                continue
+            for run in batch:
+                run.complete()
+
+    def _generate(self, runs: list[GenerationRun]) -> None:
+        member = self.member
+        params = runs[0].request.params
+        width = max(len(run.prompt_ids) for run in runs)
+        pad = member._pad_id()
+        input_ids = torch.full((len(runs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(runs), width), dtype=torch.long)
+        for row, run in enumerate(runs):  # left padding: every row's next token is at the same column
+            input_ids[row, width - len(run.prompt_ids) :] = torch.tensor(run.prompt_ids)
+            mask[row, width - len(run.prompt_ids) :] = 1
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max(run.max_new_tokens for run in runs),
+            "do_sample": not params.greedy,
+            "eos_token_id": member.eos_ids(),
+            "pad_token_id": pad,
+            "return_dict_in_generate": True,
+            "output_logits": True,
+            "streamer": _RowStreamer(runs, set(member.eos_ids())),
+            "stopping_criteria": StoppingCriteriaList([_RowsDone(runs)]),
+        }
+        if not params.greedy:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        with torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            out = member.model.generate(
+                input_ids=input_ids.to(member.device), attention_mask=mask.to(member.device), **kwargs
+            )
+            longest = max(len(run.new_ids) for run in runs)
+            for step, logits in enumerate(out.logits[:longest]):
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                for row, run in enumerate(runs):
+                    if step < len(run.new_ids):
+                        run.logprobs.append(float(logprobs[row, run.new_ids[step]]))
+
+
+def _skip_cancelled(run: GenerationRun) -> bool:
+    """A run whose caller went away before its batch started is not generated at all."""
+    if run.future.cancelled():
+        run.cancelled.set()
+    if run.cancelled.is_set():
+        run.complete()
+        return True
+    return False
+
+
+class _RowStreamer(BaseStreamer):
+    """Hands each row's new token to its run; rows that are done ignore the padding that follows."""
+
+    def __init__(self, runs: list[GenerationRun], eos: set[int]):
+        self.runs = runs
+        self.eos = eos
+        self.seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.seen_prompt:
+            self.seen_prompt = True
+            return
+        tokens = value.reshape(-1).tolist()
+        for run, token in zip(self.runs, tokens):
+            if not run.done:
+                run.accept(int(token), self.eos)
+
+    def end(self) -> None:
+        pass
+
+
+class _RowsDone(StoppingCriteria):
+    """Per row: done at a stop string, at its own token budget, or when its caller has gone away."""
+
+    def __init__(self, runs: list[GenerationRun]):
+        self.runs = runs
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.tensor([run.done for run in self.runs], dtype=torch.bool, device=input_ids.device)
