@@ -71,6 +71,11 @@ class Ensemble:
         ctx = RunContext(self.members, self.strategy.name)
         return await self.strategy.arun(ctx, request)
 
+    async def arun_batch_requests(self, requests: Sequence[Request]) -> list[Result]:
+        """Answer several requests; the strategy may share work across them (token fusion batches them)."""
+        ctxs = [RunContext(self.members, self.strategy.name) for _ in requests]
+        return await self.strategy.arun_batch(ctxs, requests)
+
     async def astream_request(self, request: Request) -> AsyncIterator[Delta]:
         ctx = RunContext(self.members, self.strategy.name)
         async for delta in self.strategy.astream(ctx, request):
@@ -84,6 +89,13 @@ class Ensemble:
 
     def run(self, prompt: MessagesLike, **kwargs: Any) -> Result:
         return run_sync(self.arun(prompt, **kwargs))
+
+    async def abatch(self, prompts: Sequence[MessagesLike], **kwargs: Any) -> list[Result]:
+        """Answer several prompts with the same kwargs; results in the order of the prompts."""
+        return await self.arun_batch_requests([self.request(p, **kwargs) for p in prompts])
+
+    def batch(self, prompts: Sequence[MessagesLike], **kwargs: Any) -> list[Result]:
+        return run_sync(self.abatch(prompts, **kwargs))
 
     async def astream(self, prompt: MessagesLike, **kwargs: Any) -> AsyncIterator[Delta]:
         """Stream the answer as deltas; the last one has `final=True`, the summed usage and the trace."""

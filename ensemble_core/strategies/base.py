@@ -3,6 +3,7 @@ validation, config files, CLI help and docs all come from the one declaration.""
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import ClassVar
@@ -38,6 +39,11 @@ class Strategy(BaseModel, ABC):
     @abstractmethod
     async def arun(self, ctx: RunContext, request: Request) -> Result:
         """Answer the request."""
+
+    async def arun_batch(self, ctxs: Sequence[RunContext], requests: Sequence[Request]) -> list[Result]:
+        """Answer several requests, one context each. Default: one `arun` each, concurrently; a strategy that
+        shares work across requests (token fusion decodes them as rows of one batch) overrides it."""
+        return list(await asyncio.gather(*(self.arun(ctx, request) for ctx, request in zip(ctxs, requests))))
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
         """Stream the answer; the default streams the finished result (override to stream as decided)."""

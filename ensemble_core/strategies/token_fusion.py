@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, field_validator
 
 from ensemble_core.asyncio_bridge import aiterate_blocking
-from ensemble_core.errors import ConfigError, MemberError
+from ensemble_core.errors import ConfigError
 from ensemble_core.fused_decoding import FusedDecoding, RowOutcome, member_alignment
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.members.tool_parsing import parse_tool_calls
@@ -56,6 +56,7 @@ class TokenFusion(Strategy):
     tau: float = Field(default=0.1, gt=0, description="packllm-sim temperature: lower favours the least surprised member more")
     opt_grid: int = Field(default=11, ge=2, description="packllm-opt: grid points for each member's share in [0, 1]")
     members: list[str] | None = Field(default=None, description="names of the members to fuse; default: all")
+    batch_size: int = Field(default=8, ge=1, description="requests decoded together as rows of one batch")
     trace_tokens: bool = Field(
         default=False, description="record every chosen token and which members agreed with it in the trace"
     )
@@ -91,10 +92,17 @@ class TokenFusion(Strategy):
         return (await self.arun_batch([ctx], [request]))[0]
 
     async def arun_batch(self, ctxs: Sequence[RunContext], requests: Sequence[Request]) -> list[Result]:
-        """Answer several requests in one fused decoding (rows of one batch per member); one context each."""
+        """Answer several requests as rows of fused decodings of at most `batch_size` rows; one context each."""
+        results: list[Result] = []
+        for first in range(0, len(requests), self.batch_size):
+            rows = slice(first, first + self.batch_size)
+            results.extend(await self._run_rows(ctxs[rows], requests[rows]))
+        return results
+
+    async def _run_rows(self, ctxs: Sequence[RunContext], requests: Sequence[Request]) -> list[Result]:
         members = self.members_used(list(ctxs[0].members.values()))
         start = time.perf_counter()
-        weights = await asyncio.to_thread(self.request_weights, members, requests)
+        weights, note = await asyncio.to_thread(self.request_weights, members, requests)
         decoding = await asyncio.to_thread(FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens)
         try:
             outcomes = await asyncio.to_thread(decoding.run)
@@ -102,14 +110,14 @@ class TokenFusion(Strategy):
             decoding.close()
         latency = time.perf_counter() - start
         return [
-            self._result(ctx, request, decoding, row, outcome, latency)
+            self._result(ctx, request, decoding, row, outcome, latency, note)
             for row, (ctx, request, outcome) in enumerate(zip(ctxs, requests, outcomes))
         ]
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
         members = self.members_used(list(ctx.members.values()))
         start = time.perf_counter()
-        weights = await asyncio.to_thread(self.request_weights, members, [request])
+        weights, note = await asyncio.to_thread(self.request_weights, members, [request])
         decoding = await asyncio.to_thread(FusedDecoding, members, [request], weights, self.mixing, self.trace_tokens)
         try:
             async for text in aiterate_blocking(_row_texts(decoding)):
@@ -117,32 +125,36 @@ class TokenFusion(Strategy):
                     yield Delta(text=text, member=self.name)
         finally:
             decoding.close()
-        result = self._result(ctx, request, decoding, 0, decoding.outcomes[0], time.perf_counter() - start)
+        result = self._result(ctx, request, decoding, 0, decoding.outcomes[0], time.perf_counter() - start, note)
         chunks = tool_calls_to_chunks(result.tool_calls)
         if request.tools and (result.text or chunks):
             yield Delta(text=result.text, tool_call_chunks=chunks, member=self.name)
         yield ctx.final_delta(ctx.trace.chosen or self.name, reason=ctx.trace.reason)
 
     # weights ------------------------------------------------------------------------------------------------------
-    def request_weights(self, members: Sequence[Member], requests: Sequence[Request]) -> torch.Tensor:
-        """[requests, members] weights, each row summing to 1, by the configured method."""
+    def request_weights(
+        self, members: Sequence[Member], requests: Sequence[Request]
+    ) -> tuple[torch.Tensor, str | None]:
+        """[requests, members] weights, each row summing to 1, by the configured method; if PackLLM's scoring
+        fails, uniform weights and a note saying why (the trace keeps it)."""
         n = len(members)
+        uniform = torch.full((len(requests), n), 1.0 / n)
         if self.weights == "uniform":
-            return torch.full((len(requests), n), 1.0 / n)
+            return uniform, None
         if isinstance(self.weights, dict):
             fixed = torch.tensor([float(self.weights.get(m.name, 0.0)) for m in members])
-            return (fixed / fixed.sum()).expand(len(requests), n).clone()
+            return (fixed / fixed.sum()).expand(len(requests), n).clone(), None
         texts = [prompt_text(r) for r in requests]
-        if self.weights == "packllm-sim":
-            try:
+        try:
+            if self.weights == "packllm-sim":
                 perplexities = prompt_perplexities(members, texts)
-            except Exception as err:
-                raise MemberError("token-fusion", f"scoring the prompt for packllm-sim weights failed: {err}") from err
-            rows = [sim_weights([perplexities[m.name][r] for m in members], self.tau) for r in range(len(texts))]
-            return torch.tensor(rows, dtype=torch.float32)
-        mixer = Mixer(member_alignment(members), self.mixing)
-        rows = [opt_weights(FusedPromptPerplexity(members, mixer, text), n, self.opt_grid) for text in texts]
-        return torch.tensor(rows, dtype=torch.float32)
+                rows = [sim_weights([perplexities[m.name][r] for m in members], self.tau) for r in range(len(texts))]
+            else:
+                mixer = Mixer(member_alignment(members), self.mixing)
+                rows = [opt_weights(FusedPromptPerplexity(members, mixer, text), n, self.opt_grid) for text in texts]
+        except Exception as err:
+            return uniform, f"{self.weights} weights failed ({type(err).__name__}: {err}); used uniform weights"
+        return torch.tensor(rows, dtype=torch.float32), None
 
     # results ------------------------------------------------------------------------------------------------------
     def _result(
@@ -153,6 +165,7 @@ class TokenFusion(Strategy):
         row: int,
         outcome: RowOutcome,
         latency_s: float,
+        weights_note: str | None,
     ) -> Result:
         weights = decoding.weights[row].tolist()
         for i, member in enumerate(decoding.members):
@@ -184,6 +197,7 @@ class TokenFusion(Strategy):
             "fused_tokens": outcome.n_tokens,
             "agreement": outcome.agreement,
             "dropped": dict(decoding.errors),
+            "weights_note": weights_note,
             "timing": {**decoding.timing.as_dict(), "total_s": latency_s},
         }
         if outcome.tokens is not None:

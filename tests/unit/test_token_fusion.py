@@ -165,15 +165,12 @@ def test_sampling_is_reproducible_with_a_seed(tiny_pair):
     assert samples != {greedy}
 
 
-async def test_batch_rows_match_single_requests(tiny_pair):
-    ens = fused(tiny_pair)
-    strategy = ens.strategy
-    requests = [ens.request(PROMPT, max_tokens=10), ens.request("a much longer prompt than the first", max_tokens=6)]
-    from ensemble_core.strategies.context import RunContext
-
-    batch = await strategy.arun_batch([RunContext(ens.members, strategy.name) for _ in requests], requests)
-    for request, result in zip(requests, batch):
-        assert result.text == (await ens.arun_request(request)).text
+def test_a_batch_decodes_rows_together_and_matches_single_requests(tiny_pair):
+    ens = fused(tiny_pair, batch_size=2)
+    prompts = [PROMPT, "a much longer prompt than the first one", "third"]
+    batch = ens.batch(prompts, max_tokens=10)
+    assert [r.text for r in batch] == [ens.run(p, max_tokens=10).text for p in prompts]
+    assert all(len(r.trace.calls) == 2 for r in batch)  # one trace per request
 
 
 # failures and configuration -------------------------------------------------------------------------------------
@@ -201,6 +198,26 @@ def test_a_failing_member_is_dropped_and_the_trace_says_why(tiny_member, tiny_mo
     assert result.text == alone.text
     assert "no cache today" in result.trace.details["dropped"]["broken"]
     assert [c.ok for c in result.trace.calls] == [True, False]
+
+
+def test_a_member_past_its_timeout_is_dropped_and_the_others_go_on(tiny_member, tiny_model_dir):
+    slow = HFMember(tiny_model_dir, name="slow", timeout_s=1e-9)
+    result = fused([tiny_member, slow]).run(PROMPT, max_tokens=8)
+    assert "timed out" in result.trace.details["dropped"]["slow"]
+    alone = tiny_member.generate(Ensemble([tiny_member], "single", member="tiny").request(PROMPT, max_tokens=8))
+    assert result.text == alone.text
+
+
+class _Unscorable(HFMember):
+    def score(self, pairs):
+        raise RuntimeError("scoring is down")
+
+
+def test_packllm_weights_fall_back_to_uniform_when_scoring_fails(tiny_member, tiny_model_dir):
+    members = [tiny_member, _Unscorable(tiny_model_dir, name="unscorable")]
+    result = fused(members, weights="packllm-sim").run(PROMPT, max_tokens=4)
+    assert result.trace.details["weights"] == {"tiny": 0.5, "unscorable": 0.5}
+    assert "scoring is down" in result.trace.details["weights_note"]
 
 
 # PackLLM weights ---------------------------------------------------------------------------------------------
