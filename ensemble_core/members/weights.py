@@ -5,11 +5,14 @@ Pickle weights (`*.bin`, `*.pt`) are refused: loading them can run arbitrary cod
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ensemble_core.errors import ModelNotFoundError
@@ -67,21 +70,66 @@ def converted_folder(folder: Path, gguf_file: str) -> Path:
 
 
 def is_converted(target: Path) -> bool:
-    return (target / _MANIFEST).is_file() and (target / "model.safetensors").is_file()
+    """A complete conversion whose files still have the hashes recorded when it was written (checked once per
+    process), so a truncated or tampered cache is converted again rather than loaded."""
+    manifest_path = target / _MANIFEST
+    if not manifest_path.is_file():
+        return False
+    try:
+        recorded: dict[str, str] = json.loads(manifest_path.read_text()).get("files", {})
+    except json.JSONDecodeError:
+        return False
+    if not any(name.endswith(".safetensors") for name in recorded):
+        return False
+    return all(_matches(target / name, digest) for name, digest in recorded.items())
+
+
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def _matches(path: Path, digest: str) -> bool:
+    if not path.is_file():
+        return False
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, digest)
+    if key not in _VERIFIED:
+        if file_digest(path) != digest:
+            return False
+        _VERIFIED.add(key)
+    return True
 
 
 def convert_gguf(folder: Path, gguf_file: str) -> Path:
     """De-quantise a GGUF file into a float32 safetensors folder once; later calls return the cached folder.
 
-    Written into a temporary folder and renamed into place, so an interrupted conversion leaves no half cache.
+    Written into a temporary folder and renamed into place under a file lock, so an interrupted conversion
+    leaves no half cache and two processes never convert the same file at once.
     """
     target = converted_folder(folder, gguf_file)
     if is_converted(target):
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.parent / f".{target.name}.lock"):  # another process may be converting it now
+        if is_converted(target):
+            return target
+        return _convert(folder, gguf_file, target)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _convert(folder: Path, gguf_file: str, target: Path) -> Path:
+    """Load the GGUF with transformers (which de-quantises it) and save it as safetensors with a manifest."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     # The weights are already de-quantised floats; drop the GGUF marker that blocks save_pretrained.
@@ -92,7 +140,8 @@ def convert_gguf(folder: Path, gguf_file: str) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         source = folder / gguf_file
-        manifest = {"source": str(source.resolve()), "source_sha256": file_digest(source)}
+        files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.suffix in (".safetensors", ".json")}
+        manifest = {"source": str(source.resolve()), "source_sha256": file_digest(source), "files": files}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
         if target.exists():
             shutil.rmtree(target)
