@@ -188,3 +188,17 @@ def test_mbr_and_vote_are_configured_by_name():
     ens = Ensemble(scripted(a="1", b="1"), "mbr", similarity="lexical", candidates=["a"])
     assert [m.name for m in ens.members_used()] == ["a"]
     assert Ensemble(scripted(a="1"), "vote", normaliser="number").strategy.normaliser == "number"
+
+
+def test_mbr_returns_a_consensus_tool_call_intact_and_streams_it():
+    paris = ToolCall(name="weather", arguments={"city": "Paris"})
+    members = [
+        ScriptedMember("a", [paris]),
+        ScriptedMember("b", [ToolCall(name="weather", arguments={"city": "Paris"})]),
+        ScriptedMember("c", ["I cannot check the weather."]),
+    ]
+    ens = Ensemble(members, MBR(similarity="lexical"))
+    result = ens.run("Weather in Paris?", tools=[ToolSpec(name="weather")])
+    assert result.tool_calls == [paris] and result.finish_reason == "tool_calls"
+    deltas = list(ens.stream("Weather in Paris?", tools=[ToolSpec(name="weather")]))
+    assert deltas[0].tool_call_chunks[0].id == paris.id and deltas[-1].final
