@@ -30,13 +30,13 @@ from ensemble_core.strategies import TokenFusion
 PROMPT = "Write a long story about a cat who learns to fly, with many details."
 
 
-def timed(fn):  # noqa: ANN001, ANN201
+def timed(fn):
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
 
 
-def naive_fusion(members, request, max_tokens: int) -> tuple[int, float]:  # noqa: ANN001
+def naive_fusion(members, request, max_tokens: int) -> tuple[int, float]:
     """Greedy uniform fusion without caches: every step runs each member on its whole sequence."""
     alignment = member_alignment(members)
     mixer = Mixer(alignment, "prob")
@@ -73,7 +73,9 @@ def main() -> None:
     ens = Ensemble(members, TokenFusion())
     request = ens.request(PROMPT, max_tokens=args.tokens)
     device = members[0].device
-    print(f"device={device} dtype={members[0].dtype} torch threads={torch.get_num_threads()} new tokens={args.tokens}")
+    print(
+        f"device={device} dtype={members[0].dtype} torch threads={torch.get_num_threads()} new tokens={args.tokens}"
+    )
 
     # warm-up (weights, alignment, kernels)
     ens.run(PROMPT, max_tokens=4)
@@ -103,16 +105,20 @@ def main() -> None:
     for name, seconds in alone.items():
         print(f"  {name:8s} alone          {seconds:7.2f} s  ({args.tokens / seconds:6.1f} tokens/s)")
     print(f"  sum of members           {total_alone:7.2f} s")
-    print(f"  token fusion             {fused_best:7.2f} s  ({args.tokens / fused_best:6.1f} tokens/s)  "
-          f"ratio to sum = {fused_best / total_alone:.3f}  (target <= 1.15)")
+    print(
+        f"  token fusion             {fused_best:7.2f} s  ({args.tokens / fused_best:6.1f} tokens/s)  "
+        f"ratio to sum = {fused_best / total_alone:.3f}  (target <= 1.15)"
+    )
     print(f"  naive fusion (no cache)  {naive_best:7.2f} s  ratio to sum = {naive_best / total_alone:.3f}")
 
     assert fused_result is not None
     timing = fused_result.trace.details["timing"]
     step_s = timing["total_s"] / max(timing["steps"], 1)
     align_s = (timing["mix_s"] + timing["feed_s"]) / max(timing["steps"], 1)
-    print(f"  cross-tokenizer work per step {align_s * 1000:.2f} ms of {step_s * 1000:.2f} ms = "
-          f"{align_s / step_s:.1%} (union projection + mixing + choice + spelling; target < 10%)")
+    print(
+        f"  cross-tokenizer work per step {align_s * 1000:.2f} ms of {step_s * 1000:.2f} ms = "
+        f"{align_s / step_s:.1%} (union projection + mixing + choice + spelling; target < 10%)"
+    )
 
     print(f"\nidentity ({args.identity_tokens} tokens, weight 1 on one member):")
     for m in members:

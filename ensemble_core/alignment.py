@@ -180,7 +180,9 @@ def align(tokenizers: Sequence[PreTrainedTokenizerBase], eos_ids: Sequence[Seque
     return alignment
 
 
-def build_alignment(tokenizers: Sequence[PreTrainedTokenizerBase], eos_ids: Sequence[Sequence[int]]) -> Alignment:
+def build_alignment(
+    tokenizers: Sequence[PreTrainedTokenizerBase], eos_ids: Sequence[Sequence[int]]
+) -> Alignment:
     """Build the union vocabulary and its index tensors (see the module docstring)."""
     tables = [cached_table(t) for t in tokenizers]
     if all(t.data == tables[0].data and t.special == tables[0].special for t in tables[1:]):
@@ -231,7 +233,9 @@ def build_alignment(tokenizers: Sequence[PreTrainedTokenizerBase], eos_ids: Sequ
 
 
 def _shared(
-    tokenizers: Sequence[PreTrainedTokenizerBase], tables: Sequence[TokenTable], eos_ids: Sequence[Sequence[int]]
+    tokenizers: Sequence[PreTrainedTokenizerBase],
+    tables: Sequence[TokenTable],
+    eos_ids: Sequence[Sequence[int]],
 ) -> Alignment:
     table = tables[0]
     identity = torch.arange(len(table.data))

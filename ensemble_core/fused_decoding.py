@@ -37,9 +37,13 @@ class RowOutcome(BaseModel):
     text: str = ""
     finish_reason: FinishReason = "length"
     n_tokens: int = 0
-    agreement: dict[str, int] = Field(default_factory=dict, description="member -> tokens where its top choice won")
+    agreement: dict[str, int] = Field(
+        default_factory=dict, description="member -> tokens where its top choice won"
+    )
     prompt_tokens: dict[str, int] = Field(default_factory=dict)
-    member_ids: dict[str, list[int]] = Field(default_factory=dict, description="member -> the answer in its own ids")
+    member_ids: dict[str, list[int]] = Field(
+        default_factory=dict, description="member -> the answer in its own ids"
+    )
     tokens: list[FusedToken] | None = None
 
 
@@ -53,7 +57,12 @@ class Timing:
     steps: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"forward_s": dict(self.forward_s), "mix_s": self.mix_s, "feed_s": self.feed_s, "steps": self.steps}
+        return {
+            "forward_s": dict(self.forward_s),
+            "mix_s": self.mix_s,
+            "feed_s": self.feed_s,
+            "steps": self.steps,
+        }
 
 
 def tokenizer_of(member: Member) -> Any:
@@ -164,7 +173,9 @@ class FusedDecoding:
             tops = {i: self.mixer.top(i, lp) for i, lp in zip(alive, logprobs)}
             self.timing.mix_s += time.perf_counter() - start
             deltas = [""] * len(self.requests)
-            taken = [self.active[row] and union_id not in self.alignment.eos for row, union_id in enumerate(picks)]
+            taken = [
+                self.active[row] and union_id not in self.alignment.eos for row, union_id in enumerate(picks)
+            ]
             for row, union_id in enumerate(picks):
                 if self.active[row]:
                     deltas[row] = self._take(row, union_id, tops, max_tokens[row])
@@ -213,7 +224,11 @@ class FusedDecoding:
             session = self.sessions[i]
             for row, ids in enumerate(spelled):
                 self.outcomes[row].member_ids[member.name].extend(ids)
-                if self.active[row] and window is not None and len(session.token_ids(row)) + len(ids) >= window:
+                if (
+                    self.active[row]
+                    and window is not None
+                    and len(session.token_ids(row)) + len(ids) >= window
+                ):
                     self.active[row] = False
                     self.outcomes[row].finish_reason = "length"
             feeds = [ids if self.active[row] else [] for row, ids in enumerate(spelled)]

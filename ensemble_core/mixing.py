@@ -42,7 +42,9 @@ class Mixer:
         """A member's log-probabilities cut to its tokenizer's ids (models may pad their output layer)."""
         return logprobs[:, : len(self.alignment.tables[member].data)]
 
-    def mix(self, logprobs: Sequence[torch.Tensor], members: Sequence[int], weights: torch.Tensor) -> torch.Tensor:
+    def mix(
+        self, logprobs: Sequence[torch.Tensor], members: Sequence[int], weights: torch.Tensor
+    ) -> torch.Tensor:
         """Log-space scores [rows, union] of the mixture; `weights` is [rows, len(members)] and sums to 1 per row.
         Members whose weight is 0 in every row are skipped (they cannot change the result)."""
         device = logprobs[0].device
@@ -58,9 +60,13 @@ class Mixer:
             elif self.alignment.shared:
                 part = lp.clamp_min(_LOG_FLOOR) * w
             else:
-                part = self._project(member, lp.exp()).clamp_min_(torch.finfo(lp.dtype).tiny).log_().clamp_min_(
-                    _LOG_FLOOR
-                ) * w
+                part = (
+                    self._project(member, lp.exp())
+                    .clamp_min_(torch.finfo(lp.dtype).tiny)
+                    .log_()
+                    .clamp_min_(_LOG_FLOOR)
+                    * w
+                )
             total = part if total is None else total.add_(part)
         assert total is not None, "at least one member has a non-zero weight"
         return total.log_() if self.mixing == "prob" else total
@@ -71,7 +77,9 @@ class Mixer:
         return self.alignment.to_union[member][best].tolist()
 
 
-def choose(scores: torch.Tensor, params: Sequence[Params], generators: Sequence[torch.Generator | None]) -> list[int]:
+def choose(
+    scores: torch.Tensor, params: Sequence[Params], generators: Sequence[torch.Generator | None]
+) -> list[int]:
     """One union id per row: the argmax for greedy rows, else a sample after temperature and top-p warping."""
     chosen = scores.argmax(-1).tolist()
     for row, (p, generator) in enumerate(zip(params, generators)):

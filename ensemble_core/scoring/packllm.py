@@ -31,7 +31,9 @@ class FusedPromptPerplexity:
         self.mixer = mixer
         alignment = mixer.alignment
         first = alignment.tokenizers[0](text, add_special_tokens=False)["input_ids"]
-        self.targets = alignment.to_union[0][torch.tensor(first, dtype=torch.long)].tolist()[-(max_positions + 1) :]
+        self.targets = alignment.to_union[0][torch.tensor(first, dtype=torch.long)].tolist()[
+            -(max_positions + 1) :
+        ]
         self.logprobs: list[torch.Tensor] = []
         for m, member in enumerate(members):
             ids = list(alignment.tokenizers[m]("", add_special_tokens=True)["input_ids"])
@@ -83,8 +85,8 @@ def _one_hot(i: int, n: int) -> list[float]:
 
 def _position_logprobs(member: Member, ids: list[int], positions: list[int]) -> torch.Tensor:
     """A member's next-token log-probabilities at `positions` of one sequence ([positions, vocabulary])."""
-    model = getattr(member, "model")
-    device = getattr(member, "device")
+    model = member.model
+    device = member.device
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, positions]
     return torch.log_softmax(logits.float(), dim=-1)

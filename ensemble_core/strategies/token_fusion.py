@@ -35,7 +35,9 @@ class TokenFusion(Strategy):
     """Fuse the members token by token: mixed next-token distributions, one shared answer."""
 
     name: ClassVar[str] = "token-fusion"
-    summary: ClassVar[str] = "mix the members' next-token distributions at every step (same or different tokenizers)"
+    summary: ClassVar[str] = (
+        "mix the members' next-token distributions at every step (same or different tokenizers)"
+    )
     paper: ClassVar[str | None] = (
         "Mavromatis et al. 2024, Pack of LLMs: Model Fusion at Test-Time via Perplexity Optimization (PackLLM); "
         "Yu et al. 2024, Breaking the Ceiling of the LLM Community by Treating Token Generation as a "
@@ -53,8 +55,14 @@ class TokenFusion(Strategy):
         default="prob",
         description="'prob': mix probabilities (mixture); 'logit': mix log-probabilities (product, PackLLM's choice)",
     )
-    tau: float = Field(default=0.1, gt=0, description="packllm-sim temperature: lower favours the least surprised member more")
-    opt_grid: int = Field(default=11, ge=2, description="packllm-opt: grid points for each member's share in [0, 1]")
+    tau: float = Field(
+        default=0.1,
+        gt=0,
+        description="packllm-sim temperature: lower favours the least surprised member more",
+    )
+    opt_grid: int = Field(
+        default=11, ge=2, description="packllm-opt: grid points for each member's share in [0, 1]"
+    )
     members: list[str] | None = Field(default=None, description="names of the members to fuse; default: all")
     batch_size: int = Field(default=8, ge=1, description="requests decoded together as rows of one batch")
     trace_tokens: bool = Field(
@@ -103,7 +111,9 @@ class TokenFusion(Strategy):
         members = self.members_used(list(ctxs[0].members.values()))
         start = time.perf_counter()
         weights, note = await asyncio.to_thread(self.request_weights, members, requests)
-        decoding = await asyncio.to_thread(FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens)
+        decoding = await asyncio.to_thread(
+            FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens
+        )
         try:
             outcomes = await asyncio.to_thread(decoding.run)
         finally:
@@ -118,14 +128,18 @@ class TokenFusion(Strategy):
         members = self.members_used(list(ctx.members.values()))
         start = time.perf_counter()
         weights, note = await asyncio.to_thread(self.request_weights, members, [request])
-        decoding = await asyncio.to_thread(FusedDecoding, members, [request], weights, self.mixing, self.trace_tokens)
+        decoding = await asyncio.to_thread(
+            FusedDecoding, members, [request], weights, self.mixing, self.trace_tokens
+        )
         try:
             async for text in aiterate_blocking(_row_texts(decoding)):
                 if text and not request.tools:
                     yield Delta(text=text, member=self.name)
         finally:
             decoding.close()
-        result = self._result(ctx, request, decoding, 0, decoding.outcomes[0], time.perf_counter() - start, note)
+        result = self._result(
+            ctx, request, decoding, 0, decoding.outcomes[0], time.perf_counter() - start, note
+        )
         chunks = tool_calls_to_chunks(result.tool_calls)
         if request.tools and (result.text or chunks):
             yield Delta(text=result.text, tool_call_chunks=chunks, member=self.name)
@@ -148,12 +162,21 @@ class TokenFusion(Strategy):
         try:
             if self.weights == "packllm-sim":
                 perplexities = prompt_perplexities(members, texts)
-                rows = [sim_weights([perplexities[m.name][r] for m in members], self.tau) for r in range(len(texts))]
+                rows = [
+                    sim_weights([perplexities[m.name][r] for m in members], self.tau)
+                    for r in range(len(texts))
+                ]
             else:
                 mixer = Mixer(member_alignment(members), self.mixing)
-                rows = [opt_weights(FusedPromptPerplexity(members, mixer, text), n, self.opt_grid) for text in texts]
+                rows = [
+                    opt_weights(FusedPromptPerplexity(members, mixer, text), n, self.opt_grid)
+                    for text in texts
+                ]
         except Exception as err:
-            return uniform, f"{self.weights} weights failed ({type(err).__name__}: {err}); used uniform weights"
+            return (
+                uniform,
+                f"{self.weights} weights failed ({type(err).__name__}: {err}); used uniform weights",
+            )
         return torch.tensor(rows, dtype=torch.float32), None
 
     # results ------------------------------------------------------------------------------------------------------
@@ -187,13 +210,17 @@ class TokenFusion(Strategy):
                 )
             )
         text, tool_calls = parse_tool_calls(outcome.text, request.tools)
-        lead = max(range(len(weights)), key=lambda i: (decoding.members[i].name not in decoding.errors, weights[i]))
+        lead = max(
+            range(len(weights)), key=lambda i: (decoding.members[i].name not in decoding.errors, weights[i])
+        )
         method = self.weights if isinstance(self.weights, str) else "fixed"
         details = {
             "weights": {m.name: w for m, w in zip(decoding.members, weights)},
             "weight_method": method,
             "mixing": self.mixing,
-            "tokenizers": "shared" if decoding.alignment.shared else f"union vocabulary of {decoding.alignment.size}",
+            "tokenizers": "shared"
+            if decoding.alignment.shared
+            else f"union vocabulary of {decoding.alignment.size}",
             "fused_tokens": outcome.n_tokens,
             "agreement": outcome.agreement,
             "dropped": dict(decoding.errors),
@@ -210,7 +237,9 @@ class TokenFusion(Strategy):
             usage=Usage(),
         )
         names = ", ".join(f"{m.name} {w:.2f}" for m, w in zip(decoding.members, weights))
-        return ctx.result(generation, reason=f"token fusion ({method} weights, {self.mixing} mixing: {names})", **details)
+        return ctx.result(
+            generation, reason=f"token fusion ({method} weights, {self.mixing} mixing: {names})", **details
+        )
 
 
 def prompt_text(request: Request) -> str:

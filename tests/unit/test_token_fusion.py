@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTraine
 
 from ensemble_core import Ensemble
 from ensemble_core.alignment import align
-from ensemble_core.errors import CapabilityError, ConfigError
+from ensemble_core.errors import CapabilityError, ConfigError, ModelNotFoundError
 from ensemble_core.fused_decoding import FusedDecoding, member_alignment
 from ensemble_core.members.hf import HFMember
 from ensemble_core.members.scripted import ScriptedMember
@@ -93,7 +93,9 @@ def test_full_weight_on_one_member_reproduces_its_greedy_output_same_tokenizer(t
 
 
 @pytest.mark.parametrize("lead", [0, 1])
-def test_full_weight_on_one_member_reproduces_its_greedy_output_cross_tokenizer(tiny_member, merged_member, lead):
+def test_full_weight_on_one_member_reproduces_its_greedy_output_cross_tokenizer(
+    tiny_member, merged_member, lead
+):
     members = [tiny_member, merged_member]
     member = members[lead]
     ens = fused(members, weights={member.name: 1.0})
@@ -144,7 +146,9 @@ def test_streamed_deltas_join_to_the_run_text(tiny_pair):
 
 
 def test_trace_records_weights_agreement_and_per_member_calls(tiny_pair):
-    result = fused(tiny_pair, weights={"tiny": 3.0, "tiny_b": 1.0}, trace_tokens=True).run(PROMPT, max_tokens=8)
+    result = fused(tiny_pair, weights={"tiny": 3.0, "tiny_b": 1.0}, trace_tokens=True).run(
+        PROMPT, max_tokens=8
+    )
     details = result.trace.details
     assert details["weights"] == pytest.approx({"tiny": 0.75, "tiny_b": 0.25})
     n = details["fused_tokens"]
@@ -194,7 +198,9 @@ class _Broken(HFMember):
 def test_a_failing_member_is_dropped_and_the_trace_says_why(tiny_member, tiny_model_dir):
     broken = _Broken(tiny_model_dir, name="broken")
     result = fused([tiny_member, broken]).run(PROMPT, max_tokens=8)
-    alone = tiny_member.generate(Ensemble([tiny_member], "single", member="tiny").request(PROMPT, max_tokens=8))
+    alone = tiny_member.generate(
+        Ensemble([tiny_member], "single", member="tiny").request(PROMPT, max_tokens=8)
+    )
     assert result.text == alone.text
     assert "no cache today" in result.trace.details["dropped"]["broken"]
     assert [c.ok for c in result.trace.calls] == [True, False]
@@ -204,7 +210,9 @@ def test_a_member_past_its_timeout_is_dropped_and_the_others_go_on(tiny_member, 
     slow = HFMember(tiny_model_dir, name="slow", timeout_s=1e-9)
     result = fused([tiny_member, slow]).run(PROMPT, max_tokens=8)
     assert "timed out" in result.trace.details["dropped"]["slow"]
-    alone = tiny_member.generate(Ensemble([tiny_member], "single", member="tiny").request(PROMPT, max_tokens=8))
+    alone = tiny_member.generate(
+        Ensemble([tiny_member], "single", member="tiny").request(PROMPT, max_tokens=8)
+    )
     assert result.text == alone.text
 
 
@@ -235,8 +243,9 @@ def test_packllm_opt_weights_do_not_lose_to_any_member_alone(tiny_member, merged
     result = fused(members, weights="packllm-opt").run(PROMPT, max_tokens=4)
     weights = [result.trace.details["weights"][m.name] for m in members]
     assert sum(weights) == pytest.approx(1.0)
-    objective = FusedPromptPerplexity(members, Mixer(member_alignment(members), "prob"), prompt_text(
-        Ensemble(members).request(PROMPT)))
+    objective = FusedPromptPerplexity(
+        members, Mixer(member_alignment(members), "prob"), prompt_text(Ensemble(members).request(PROMPT))
+    )
     assert objective(weights) <= min(objective([1.0, 0.0]), objective([0.0, 1.0])) + 1e-6
 
 
@@ -247,7 +256,7 @@ def _packaged_tokenizer(factory_name: str):
 
     try:
         member = getattr(defaults, factory_name)()
-    except Exception as err:  # the packaged model is not installed
+    except ModelNotFoundError as err:  # the packaged model is not installed
         pytest.skip(str(err))
     folder = converted_folder(member.folder, member.gguf_file)
     if not is_converted(folder):
