@@ -32,6 +32,10 @@ from ensemble_core.strategies.registry import STRATEGIES, build_strategy, descri
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    def _kwargs(self, *exclude: str) -> dict[str, Any]:
+        """The fields as constructor keyword arguments: nested models stay models (a `Price`, not a dict)."""
+        return {name: getattr(self, name) for name in type(self).model_fields if name not in exclude}
+
 
 class PackagedMemberConfig(_Section):
     """One of the models that ship in PyPI packages (the embedded default)."""
@@ -47,7 +51,7 @@ class PackagedMemberConfig(_Section):
         from ensemble_core import defaults
 
         factory = {"smollm2": defaults.smollm2, "gemma3": defaults.gemma3}[self.model]
-        return factory(**self.model_dump(exclude={"type", "model"}, exclude_none=True))
+        return factory(**{k: v for k, v in self._kwargs("type", "model").items() if v is not None})
 
 
 class HFMemberConfig(_Section):
@@ -67,7 +71,7 @@ class HFMemberConfig(_Section):
     def build(self) -> Member:
         from ensemble_core.members.hf import HFMember
 
-        return HFMember(**self.model_dump(exclude={"type"}))
+        return HFMember(**self._kwargs("type"))
 
 
 class OpenAIMemberConfig(_Section):
@@ -81,8 +85,11 @@ class OpenAIMemberConfig(_Section):
     api_key: SecretStr | None = None
     api_key_env: str | None = None
     context_window: int | None = Field(default=None, gt=0)
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=60.0, gt=0)
     price: Price | None = None
+    score: Literal["auto"] | bool = "auto"
+    max_retries: int = Field(default=2, ge=0)
+    logprobs: bool = True
 
     def build(self) -> Member:
         from ensemble_core.members.openai_compat import OpenAICompatMember
@@ -94,7 +101,7 @@ class OpenAIMemberConfig(_Section):
                     f"member {self.name!r}: api_key_env names {self.api_key_env!r}, which is not set in the environment"
                 )
             key = SecretStr(os.environ[self.api_key_env])
-        return OpenAICompatMember(**self.model_dump(exclude={"type", "api_key", "api_key_env"}), api_key=key)
+        return OpenAICompatMember(**self._kwargs("type", "api_key", "api_key_env"), api_key=key)
 
 
 MemberConfig = Annotated[
