@@ -417,18 +417,29 @@ async def test_apredict_and_call_runs_the_tool():
     assert (await llm.apredict_and_call([TOOL], user_msg="What is 6 times 7?")).response == "42"
 
 
+class City(BaseModel):
+    name: str
+    country: str
+
+
+def city_script(request: Request) -> ToolCall:
+    """Fills the output class, offered as a tool named after it (LlamaIndex's function-calling program)."""
+    (spec,) = request.tools
+    assert spec.name == "City"
+    return ToolCall(name="City", arguments={"name": "Paris", "country": "France"})
+
+
 def test_structured_predict_goes_through_a_tool_call():
-    class City(BaseModel):
-        name: str
-        country: str
-
-    def script(request: Request):
-        (spec,) = request.tools
-        assert spec.name == "City"
-        return ToolCall(name="City", arguments={"name": "Paris", "country": "France"})
-
-    llm, _ = scripted_llm(script)
+    llm, _ = scripted_llm(city_script)
     city = llm.structured_predict(City, PromptTemplate("Name the capital of {country}."), country="France")
+    assert city == City(name="Paris", country="France")
+
+
+async def test_astructured_predict_goes_through_a_tool_call():
+    llm, _ = scripted_llm(city_script)
+    city = await llm.astructured_predict(
+        City, PromptTemplate("Name the capital of {country}."), country="France"
+    )
     assert city == City(name="Paris", country="France")
 
 
