@@ -193,5 +193,32 @@ def strategies() -> None:
             out.print(f"  --param {field_name}=…  {field.description or ''} ({default})")
 
 
+
+@app.command()
+def serve(
+    strategy: StrategyOpt = None,
+    param: ParamOpt = None,
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    model_name: Annotated[str, typer.Option("--model-name", help="the model id clients see")] = "ensemble",
+    trace: Annotated[str, typer.Option(help="trace returned with each answer: full, redacted or none")] = "redacted",
+) -> None:
+    """Serve the ensemble as an OpenAI-compatible API (/v1/chat/completions, streaming included)."""
+    import uvicorn
+
+    from ensemble_core.server import create_app
+
+    if trace not in ("full", "redacted", "none"):
+        raise typer.BadParameter("--trace must be full, redacted or none")
+    try:
+        ensemble = _build(strategy, param, config)
+        for member in ensemble.members_used():  # load before taking traffic, not on the first request
+            member.load()
+    except EnsembleError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    uvicorn.run(create_app(ensemble, model_name, trace), host=host, port=port)  # type: ignore[arg-type]
+
 if __name__ == "__main__":
     app()

@@ -182,6 +182,21 @@ class Trace(_Strict):
     def cost(self) -> float:
         return sum(call.cost for call in self.calls)
 
+    def redacted(self) -> Trace:
+        """A copy without content (answers, tool arguments, error details) for logs and services that must not
+        hold user data: who was asked, in what role, tokens, latency, cost, scores and the choice remain."""
+        calls = [
+            call.model_copy(
+                update={
+                    "text": f"[{len(call.text)} characters]" if call.text else "",
+                    "tool_calls": [c.model_copy(update={"arguments": {}}) for c in call.tool_calls],
+                    "error": call.error.split(":", 1)[0] if call.error else None,
+                }
+            )
+            for call in self.calls
+        ]
+        return self.model_copy(update={"calls": calls, "details": {}})
+
 
 class Request(_Strict):
     """Messages, tools and params: everything a strategy needs to answer."""

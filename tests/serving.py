@@ -1,0 +1,38 @@
+"""Run an ensemble's OpenAI-compatible app with uvicorn on a free loopback port, in a thread, for tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+
+from ensemble_core.ensemble import Ensemble
+from ensemble_core.server import create_app
+from tests.integration.llama_server import free_port
+
+
+@contextmanager
+def serving(ensemble: Ensemble, trace: str = "redacted") -> Iterator[str]:
+    """Yield the base URL (…/v1) of a real HTTP server for `ensemble`; stop it afterwards."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ensemble, trace=trace), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).raise_for_status()
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ensemble server did not start within 30 s") from None
+            time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
