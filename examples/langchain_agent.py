@@ -33,7 +33,9 @@ def lookup_population(city: str) -> str:
 
 def run_agent(model: BaseChatModel, question: str) -> list[BaseMessage]:
     """Every message of the agent's run: the question, tool calls, tool results and the answer."""
-    agent = create_agent(model, tools=[lookup_population], system_prompt="Answer briefly. Use tools for facts.")
+    agent = create_agent(
+        model, tools=[lookup_population], system_prompt="Answer briefly. Use tools for facts."
+    )
     return agent.invoke({"messages": [{"role": "user", "content": question}]})["messages"]
 
 

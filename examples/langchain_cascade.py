@@ -49,7 +49,9 @@ def print_trace(message: AIMessage) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question", nargs="?", default=QUESTION)
-    parser.add_argument("--threshold", type=float, default=-1.0, help="accept the cheap answer at this mean logprob")
+    parser.add_argument(
+        "--threshold", type=float, default=-1.0, help="accept the cheap answer at this mean logprob"
+    )
     parser.add_argument("--max-tokens", type=int, default=24)
     args = parser.parse_args(argv)
 

@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args(argv)
 
-    graph = build_graph(EnsembleChatModel(ensemble=default_ensemble(args.strategy), max_tokens=args.max_tokens))
+    graph = build_graph(
+        EnsembleChatModel(ensemble=default_ensemble(args.strategy), max_tokens=args.max_tokens)
+    )
     print(f"Q: {args.question}\nA: ", end="")
     count = 0
     for _node, token in stream_tokens(graph, args.question):

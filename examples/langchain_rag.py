@@ -64,7 +64,10 @@ def format_docs(docs: list[Document]) -> str:
 def build_chain(store: InMemoryVectorStore, model: BaseChatModel, top_k: int = 2) -> Runnable[str, str]:
     retriever = store.as_retriever(search_kwargs={"k": top_k})
     return (
-        {"context": retriever | format_docs, "question": RunnablePassthrough()} | PROMPT | model | StrOutputParser()
+        {"context": retriever | format_docs, "question": RunnablePassthrough()}
+        | PROMPT
+        | model
+        | StrOutputParser()
     )
 
 

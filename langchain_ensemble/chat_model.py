@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -18,9 +18,11 @@ from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ensemble_core.asyncio_bridge import iterate_sync, run_sync
+from ensemble_core.defaults import DEFAULT_STRATEGY
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
+from ensemble_core.strategies.base import Strategy
 from ensemble_core.types import Delta, Params, Request, Result
 from langchain_ensemble.member import LangChainMember
 from langchain_ensemble.messages import delta_to_chunk, result_to_message, to_engine_messages
@@ -44,15 +46,24 @@ class EnsembleChatModel(BaseChatModel):
 
     ensemble: Ensemble | None = Field(default=None, exclude=True, description="the ensemble that answers")
     members: list[Member | BaseChatModel] | None = Field(
-        default=None, exclude=True, description="members, when no `ensemble` is given (LangChain models are wrapped)"
+        default=None,
+        exclude=True,
+        description="members, when no `ensemble` is given (LangChain models are wrapped)",
     )
-    strategy: str = Field(default="fallback", description="registered strategy name, used with `members`")
+    strategy: str | Strategy | None = Field(
+        default=None,
+        description=f"a registered strategy name or a Strategy, used with `members` (default: {DEFAULT_STRATEGY})",
+    )
     strategy_params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters")
     model_name: str | None = Field(
         default=None, description="name in response_metadata and traces; default: strategy[member,...]"
     )
-    temperature: float | None = Field(default=None, description="sampling temperature (engine default: 0, greedy)")
-    max_tokens: int | None = Field(default=None, description="most new tokens per answer (engine default: 256)")
+    temperature: float | None = Field(
+        default=None, description="sampling temperature (engine default: 0, greedy)"
+    )
+    max_tokens: int | None = Field(
+        default=None, description="most new tokens per answer (engine default: 256)"
+    )
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] | None = Field(default=None, description="stop sequences for every call")
@@ -66,12 +77,14 @@ class EnsembleChatModel(BaseChatModel):
         if self.ensemble is not None and self.members is not None:
             raise ConfigError("pass either ensemble=... or members=[...] (with strategy=...), not both")
         if self.ensemble is not None:
-            if self.strategy_params:
-                raise ConfigError("strategy_params go with members=[...]; an Ensemble already has its strategy")
+            if self.strategy is not None or self.strategy_params:
+                raise ConfigError(
+                    "strategy and strategy_params go with members=[...]; an Ensemble has its strategy"
+                )
             self._ensemble = self.ensemble
         elif self.members:
             members = [m if isinstance(m, Member) else LangChainMember(m) for m in self.members]
-            self._ensemble = Ensemble(members, self.strategy, **self.strategy_params)
+            self._ensemble = Ensemble(members, self.strategy or DEFAULT_STRATEGY, **self.strategy_params)
         else:
             raise ConfigError(
                 "EnsembleChatModel needs an ensemble: pass ensemble=Ensemble(...), members=[...] with "
@@ -273,7 +286,9 @@ class EnsembleChatModel(BaseChatModel):
                 except StopAsyncIteration:
                     return
                 except TimeoutError as err:
-                    raise TimeoutError(f"the ensemble did not finish within timeout={self.timeout} s") from err
+                    raise TimeoutError(
+                        f"the ensemble did not finish within timeout={self.timeout} s"
+                    ) from err
                 if delta.final or delta.text or delta.tool_call_chunks:
                     yield delta
         finally:
@@ -283,11 +298,12 @@ class EnsembleChatModel(BaseChatModel):
         name = self._name_for(ensemble)
         message = result_to_message(result, name)
         return ChatResult(
-            generations=[ChatGeneration(message=message, generation_info={"finish_reason": result.finish_reason})]
+            generations=[
+                ChatGeneration(message=message, generation_info={"finish_reason": result.finish_reason})
+            ]
         )
 
 
 def _ensemble_name(ensemble: Ensemble) -> str:
     """`strategy[member,...]`, e.g. `fallback[smollm2,gemma3]` or `single[gemma3]`."""
     return f"{ensemble.strategy.name}[{','.join(m.name for m in ensemble.members_used())}]"
-

@@ -40,10 +40,15 @@ class LangChainMember(Member):
         timeout_s: float | None = None,
     ):
         if not isinstance(model, BaseChatModel):
-            raise CapabilityError(f"LangChainMember wraps a LangChain BaseChatModel, not a {type(model).__name__}")
+            raise CapabilityError(
+                f"LangChainMember wraps a LangChain BaseChatModel, not a {type(model).__name__}"
+            )
         self.model = model
         super().__init__(
-            name or _sanitise(self.model_name), price=price, context_window=context_window, timeout_s=timeout_s
+            name or _sanitise(self.model_name),
+            price=price,
+            context_window=context_window,
+            timeout_s=timeout_s,
         )
 
     @property
@@ -123,7 +128,9 @@ class LangChainMember(Member):
 
     def _generation(self, message: Any, latency_s: float) -> Generation:
         if not isinstance(message, AIMessage):
-            raise CapabilityError(f"member {self.name!r} returned a {type(message).__name__}, not an AIMessage")
+            raise CapabilityError(
+                f"member {self.name!r} returned a {type(message).__name__}, not an AIMessage"
+            )
         calls = [
             ToolCall(name=c["name"], arguments=c["args"], **({"id": c["id"]} if c.get("id") else {}))
             for c in message.tool_calls

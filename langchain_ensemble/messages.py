@@ -23,7 +23,13 @@ from ensemble_core.errors import CapabilityError
 from ensemble_core.types import Delta, Message, Result, ToolCall, ToolCallChunk, Trace, Usage
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
-_CHAT_ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
+_CHAT_ROLES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+}
 # Content blocks that carry no text for the model but are no reason to refuse the message: an AI turn's tool
 # calls are read from `tool_calls`, and reasoning traces are the previous answer's private scratch work.
 _SKIPPED_BLOCKS = {"tool_use", "tool_call", "tool_call_chunk", "function_call", "thinking", "reasoning"}
@@ -148,7 +154,9 @@ def chunk_to_delta(chunk: AIMessageChunk, member: str) -> Delta:
     return Delta(
         text=chunk.text,
         tool_call_chunks=[
-            ToolCallChunk(index=c.get("index") or 0, id=c.get("id"), name=c.get("name"), arguments=c.get("args") or "")
+            ToolCallChunk(
+                index=c.get("index") or 0, id=c.get("id"), name=c.get("name"), arguments=c.get("args") or ""
+            )
             for c in chunk.tool_call_chunks
         ],
         member=member,

@@ -34,7 +34,9 @@ def engine_tool_choice(choice: Any, tool_names: Sequence[str]) -> str | None:
     if isinstance(choice, dict):
         choice = (choice.get("function") or {}).get("name") or choice.get("name")
     if not isinstance(choice, str):
-        raise ConfigError(f"tool_choice={choice!r} is not understood; use 'auto', 'none', 'any', or a tool's name")
+        raise ConfigError(
+            f"tool_choice={choice!r} is not understood; use 'auto', 'none', 'any', or a tool's name"
+        )
     if choice in ENGINE_CHOICES:
         return choice
     if choice not in tool_names:

@@ -30,7 +30,12 @@ def load_example(name: str) -> ModuleType:
 def run_example(name: str, *args: str) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(EXAMPLES.parent)}
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -46,7 +51,9 @@ def test_agent_calls_the_tool_and_answers_from_its_result():
             return f"According to the tool, {last.content}"
         return ToolCall(name="lookup_population", arguments={"city": "Lyon"})
 
-    model = EnsembleChatModel(members=[ScriptedMember("down", [RuntimeError("x")]), ScriptedMember("agent", script)])
+    model = EnsembleChatModel(
+        members=[ScriptedMember("down", [RuntimeError("x")]), ScriptedMember("agent", script)]
+    )
     messages = agent_example.run_agent(model, agent_example.QUESTION)
     assert [m.type for m in messages] == ["human", "ai", "tool", "ai"]
     assert messages[1].tool_calls[0]["args"] == {"city": "Lyon"}
@@ -70,7 +77,9 @@ def test_rag_chain_puts_the_retrieved_documents_in_the_prompt():
         seen.append(request)
         return "Helen Marsh."
 
-    chain = rag_example.build_chain(rag_example.build_store(), EnsembleChatModel(members=[ScriptedMember("s", script)]))
+    chain = rag_example.build_chain(
+        rag_example.build_store(), EnsembleChatModel(members=[ScriptedMember("s", script)])
+    )
     assert chain.invoke("Who founded the Larkspur Observatory?") == "Helen Marsh."
     system = seen[0].messages[0].content
     assert "founded in 1897 by the astronomer Helen Marsh" in system

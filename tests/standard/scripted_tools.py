@@ -22,7 +22,9 @@ def answer(request: Request) -> str | ToolCall:
     if not request.tools or request.tool_choice == "none" or last.role == "tool":
         return f"Hello! You said: {last.content[:40]}" if last.content else "Hello!"
     names = [t.name for t in request.tools]
-    spec = request.tools[names.index(request.tool_choice)] if request.tool_choice in names else request.tools[0]
+    spec = (
+        request.tools[names.index(request.tool_choice)] if request.tool_choice in names else request.tools[0]
+    )
     return ToolCall(name=spec.name, arguments=fill_arguments(spec, last.content))
 
 
@@ -32,7 +34,9 @@ def fill_arguments(spec: ToolSpec, question: str) -> dict[str, Any]:
     quoted = re.findall(r"'([^']+)'", question)
     arguments: dict[str, Any] = {}
     for field, schema in spec.parameters.get("properties", {}).items():
-        kind = schema.get("type") or next((s.get("type") for s in schema.get("anyOf", []) if s.get("type")), None)
+        kind = schema.get("type") or next(
+            (s.get("type") for s in schema.get("anyOf", []) if s.get("type")), None
+        )
         if kind == "integer":
             arguments[field] = next(numbers, 0)
         elif kind == "number":

@@ -74,7 +74,10 @@ class TestHTTPEnsemble(ChatModelIntegrationTests):
         from ensemble_core.members.openai_compat import OpenAICompatMember
 
         http = OpenAICompatMember(base_url=self.base_url, model="smollm2", name="smollm2-http", timeout_s=60)
-        return {"members": [http, ScriptedMember("local", ["Hello from the local fallback."])], "max_tokens": 16}
+        return {
+            "members": [http, ScriptedMember("local", ["Hello from the local fallback."])],
+            "max_tokens": 16,
+        }
 
     @property
     def model_override_value(self) -> str:

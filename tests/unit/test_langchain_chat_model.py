@@ -63,8 +63,14 @@ def tool_caller(name: str = "tools") -> ScriptedMember:
 def test_built_from_an_ensemble_members_or_a_config(tmp_path):
     ens = Ensemble([ScriptedMember("a", ["hi"])], "single", member="a")
     assert EnsembleChatModel(ensemble=ens).engine is ens
-    chat = EnsembleChatModel(members=[ScriptedMember("a", ["hi"])], strategy="single", strategy_params={"member": "a"})
+    chat = EnsembleChatModel(
+        members=[ScriptedMember("a", ["hi"])], strategy="single", strategy_params={"member": "a"}
+    )
     assert chat.engine.strategy.name == "single"
+    from ensemble_core.strategies import Single
+
+    instance = EnsembleChatModel(members=[ScriptedMember("a", ["hi"])], strategy=Single(member="a"))
+    assert instance.invoke("hello").response_metadata["model_name"] == "single[a]"
     config = tmp_path / "ensemble.yaml"
     config.write_text("members:\n  - {type: packaged, model: smollm2}\nstrategy: {name: fallback}\n")
     from_file = EnsembleChatModel.from_config(config, max_tokens=8)
@@ -77,13 +83,17 @@ def test_construction_errors_say_what_to_pass():
     ens = Ensemble([ScriptedMember("a", ["hi"])])
     with pytest.raises(ValueError, match="not both"):
         EnsembleChatModel(ensemble=ens, members=[ScriptedMember("b", ["x"])])
+    with pytest.raises(ValueError, match="an Ensemble has its strategy"):
+        EnsembleChatModel(ensemble=ens, strategy="single")
     with pytest.raises(ValueError, match="unknown strategy"):
         EnsembleChatModel(members=[ScriptedMember("a", ["hi"])], strategy="no-such")
 
 
 # invoke ------------------------------------------------------------------------------------------------------
 def test_invoke_returns_the_answer_with_trace_and_model_name():
-    chat = EnsembleChatModel(members=[ScriptedMember("down", [RuntimeError("boom")]), ScriptedMember("up", ["Paris."])])
+    chat = EnsembleChatModel(
+        members=[ScriptedMember("down", [RuntimeError("boom")]), ScriptedMember("up", ["Paris."])]
+    )
     message = chat.invoke("Capital of France?")
     assert message.content == "Paris."
     assert message.response_metadata["model_name"] == "fallback[down,up]"
@@ -124,7 +134,9 @@ def test_conversation_with_tool_turns_reaches_the_members_as_engine_messages():
         [
             SystemMessage("be brief"),
             HumanMessage([{"type": "text", "text": "What is "}, {"type": "text", "text": "1 + 2?"}]),
-            AIMessage("", tool_calls=[{"name": "add", "args": {"a": 1, "b": 2}, "id": "abc", "type": "tool_call"}]),
+            AIMessage(
+                "", tool_calls=[{"name": "add", "args": {"a": 1, "b": 2}, "id": "abc", "type": "tool_call"}]
+            ),
             ToolMessage("3", tool_call_id="abc", name="add"),
         ]
     )
@@ -194,7 +206,9 @@ def test_profile_says_only_what_the_members_support():
     assert scripted.profile["tool_calling"] is True
     assert scripted.profile["max_input_tokens"] == 2048
     assert scripted.profile["image_inputs"] is False and scripted.profile["structured_output"] is False
-    no_tools = EnsembleChatModel(members=[ScriptedMember("a", ["ok"]), GenericFakeChatModel(messages=iter([]))])
+    no_tools = EnsembleChatModel(
+        members=[ScriptedMember("a", ["ok"]), GenericFakeChatModel(messages=iter([]))]
+    )
     assert no_tools.profile["tool_calling"] is False and no_tools.profile["tool_choice"] is False
 
 
@@ -203,7 +217,9 @@ def test_bind_tools_passes_tools_choice_and_kwargs_and_returns_the_calls():
     member = tool_caller()
     chat = EnsembleChatModel(members=[member])
     message = chat.bind_tools([magic_function], tool_choice="any", max_tokens=5).invoke("magic_function(3)?")
-    assert message.tool_calls == [{"name": "magic_function", "args": {"input": 3}, "id": "call_fixed", "type": "tool_call"}]
+    assert message.tool_calls == [
+        {"name": "magic_function", "args": {"input": 3}, "id": "call_fixed", "type": "tool_call"}
+    ]
     request = member.calls[0]
     assert request.tool_choice == "required" and request.params.max_tokens == 5
     assert request.tools[0].name == "magic_function"
@@ -225,7 +241,9 @@ def test_streamed_tool_calls_merge_into_whole_calls():
     full = None
     for chunk in chat.bind_tools([magic_function]).stream("magic_function(3)?"):
         full = chunk if full is None else full + chunk
-    assert full.tool_calls == [{"name": "magic_function", "args": {"input": 3}, "id": "call_fixed", "type": "tool_call"}]
+    assert full.tool_calls == [
+        {"name": "magic_function", "args": {"input": 3}, "id": "call_fixed", "type": "tool_call"}
+    ]
 
 
 @pytest.mark.parametrize("method", ["function_calling", "json_schema"])

@@ -11,6 +11,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.tools import tool
+from pydantic import Field
 
 from ensemble_core import Ensemble
 from ensemble_core.errors import CapabilityError
@@ -21,7 +22,7 @@ from langchain_ensemble import EnsembleChatModel, LangChainMember
 class ToolFake(BaseChatModel):
     """A tool-calling LangChain model: calls its first bound tool, reports usage, records what it was given."""
 
-    seen: list[dict[str, Any]] = []
+    seen: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def _llm_type(self) -> str:
@@ -35,11 +36,17 @@ class ToolFake(BaseChatModel):
         usage = {"input_tokens": 11, "output_tokens": 4, "total_tokens": 15}
         if kwargs.get("tools"):
             name = kwargs["tools"][0]["function"]["name"]
-            return AIMessage("", tool_calls=[{"name": name, "args": {"input": 3}, "id": "lc-1"}], usage_metadata=usage)
+            return AIMessage(
+                "", tool_calls=[{"name": name, "args": {"input": 3}, "id": "lc-1"}], usage_metadata=usage
+            )
         return AIMessage("from langchain", usage_metadata=usage)
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages, {"stop": stop, **kwargs}))])
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        return ChatResult(
+            generations=[ChatGeneration(message=self._reply(messages, {"stop": stop, **kwargs}))]
+        )
 
     def _stream(
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
@@ -48,9 +55,16 @@ class ToolFake(BaseChatModel):
         if reply.tool_calls:
             call = reply.tool_calls[0]
             yield ChatGenerationChunk(
-                message=AIMessageChunk("", tool_call_chunks=[tool_call_chunk(name=call["name"], args='{"inp', id=call["id"], index=0)])
+                message=AIMessageChunk(
+                    "",
+                    tool_call_chunks=[
+                        tool_call_chunk(name=call["name"], args='{"inp', id=call["id"], index=0)
+                    ],
+                )
             )
-            yield ChatGenerationChunk(message=AIMessageChunk("", tool_call_chunks=[tool_call_chunk(args='ut": 3}', index=0)]))
+            yield ChatGenerationChunk(
+                message=AIMessageChunk("", tool_call_chunks=[tool_call_chunk(args='ut": 3}', index=0)])
+            )
         else:
             for word in ("from", " langchain"):
                 yield ChatGenerationChunk(message=AIMessageChunk(word))
@@ -83,7 +97,9 @@ def test_tool_calls_pass_through_as_produced_with_tool_choice():
     fake = ToolFake()
     chat = EnsembleChatModel(members=[LangChainMember(fake, name="remote")])
     message = chat.bind_tools([magic_function], tool_choice="any").invoke("magic_function(3)?")
-    assert message.tool_calls == [{"name": "magic_function", "args": {"input": 3}, "id": "lc-1", "type": "tool_call"}]
+    assert message.tool_calls == [
+        {"name": "magic_function", "args": {"input": 3}, "id": "lc-1", "type": "tool_call"}
+    ]
     assert fake.seen[-1]["tool_choice"] == "any"
     assert fake.seen[-1]["tools"][0]["function"]["name"] == "magic_function"
 
@@ -96,7 +112,9 @@ async def test_streams_text_and_tool_call_fragments_from_the_wrapped_model():
     full = None
     async for chunk in chat.bind_tools([magic_function]).astream("call it"):
         full = chunk if full is None else full + chunk
-    assert full.tool_calls == [{"name": "magic_function", "args": {"input": 3}, "id": "lc-1", "type": "tool_call"}]
+    assert full.tool_calls == [
+        {"name": "magic_function", "args": {"input": 3}, "id": "lc-1", "type": "tool_call"}
+    ]
 
 
 def test_a_model_without_tool_calling_refuses_tools_and_the_ensemble_falls_back():

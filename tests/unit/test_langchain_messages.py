@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from langchain_core.messages import AIMessage, ChatMessage, FunctionMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 from ensemble_core.errors import CapabilityError
 from ensemble_core.types import Message, ToolCall
@@ -16,7 +23,10 @@ def test_roles_tool_calls_and_names_translate():
             SystemMessage("sys"),
             HumanMessage("hello", name="example_user"),
             AIMessage(
-                [{"type": "text", "text": "let me add"}, {"type": "tool_use", "id": "t1", "name": "add", "input": {"a": 1}}],
+                [
+                    {"type": "text", "text": "let me add"},
+                    {"type": "tool_use", "id": "t1", "name": "add", "input": {"a": 1}},
+                ],
                 tool_calls=[{"name": "add", "args": {"a": 1}, "id": "t1", "type": "tool_call"}],
             ),
             ToolMessage('{"result": 3}', tool_call_id="t1", name="add", status="error"),
@@ -44,7 +54,9 @@ def test_text_blocks_are_joined():
     ],
 )
 def test_images_and_files_are_refused_with_a_clear_error(block):
-    with pytest.raises(CapabilityError, match=rf"message 0 \(human\) has a '{block['type']}' content block.*text only"):
+    with pytest.raises(
+        CapabilityError, match=rf"message 0 \(human\) has a '{block['type']}' content block.*text only"
+    ):
         to_engine_messages([HumanMessage([{"type": "text", "text": "describe"}, block])])
 
 

@@ -39,11 +39,15 @@ class GatedMember(Member):
         if not await asyncio.to_thread(self.gate.wait, 5):
             raise TimeoutError("the first token never reached the consumer: tokens are being held back")
         yield Delta(text=" second", member=self.name)
-        yield Delta(member=self.name, final=True, finish_reason="stop", usage=Usage(input_tokens=2, output_tokens=2))
+        yield Delta(
+            member=self.name, final=True, finish_reason="stop", usage=Usage(input_tokens=2, output_tokens=2)
+        )
 
 
 def scripted_chat() -> EnsembleChatModel:
-    return EnsembleChatModel(members=[ScriptedMember("down", [RuntimeError("x")]), ScriptedMember("up", ["a b c d"])])
+    return EnsembleChatModel(
+        members=[ScriptedMember("down", [RuntimeError("x")]), ScriptedMember("up", ["a b c d"])]
+    )
 
 
 def test_stream_yields_the_tokens_then_one_last_chunk_with_usage_and_trace():

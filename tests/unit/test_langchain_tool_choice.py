@@ -7,11 +7,17 @@ from ensemble_core.members.tool_parsing import forced_call, forced_prefix, parse
 from ensemble_core.types import Message, Request, ToolSpec
 from langchain_ensemble import EnsembleChatModel
 
-TOOLS = [ToolSpec(name="magic_function", parameters={"type": "object", "properties": {"input": {"type": "integer"}}})]
+TOOLS = [
+    ToolSpec(
+        name="magic_function", parameters={"type": "object", "properties": {"input": {"type": "integer"}}}
+    )
+]
 
 
 def request(tool_choice: str | None, tools: list[ToolSpec] = TOOLS) -> Request:
-    return Request(messages=[Message(role="user", content="magic_function(3)?")], tools=tools, tool_choice=tool_choice)
+    return Request(
+        messages=[Message(role="user", content="magic_function(3)?")], tools=tools, tool_choice=tool_choice
+    )
 
 
 def test_a_forced_call_begins_the_answer_and_ends_at_the_closing_tag():
