@@ -77,7 +77,8 @@ class ProposalFusion(Strategy):
     is chosen and appended. Subclasses say how to cut (`cut`), join (`join`, `prefix`), choose (`choose`) and
     when an accepted piece ends the answer (`ends`).
 
-    A member with nothing more to say (an empty proposal: EOS or a stop string) yields to those that go on;
+    Members continue through `Request.prefill`; one whose backend ignores it and starts over has the repeated
+    text removed (`without_restart`). A member with nothing more to say (an empty proposal: EOS or a stop string) yields to those that go on;
     the answer ends when every member ends, or when the chosen piece ends its proposer's answer. Members
     that fail are left out of the round (the trace says so); a round where all fail raises.
 
@@ -188,7 +189,7 @@ class ProposalFusion(Strategy):
                 if answer.tool_call is not None:
                     answer.finish_reason = "tool_calls"
                     return
-            proposals = [self._proposal(g, at_start=first) for g in generations]
+            proposals = [self._proposal(g, prefix, at_start=first) for g in generations]
             record: dict[str, Any] = {"proposals": {p.member: p.text for p in proposals}, "failed": failed}
             answer.rounds.append(record)
             live = [p for p in proposals if p.text.strip()]
@@ -214,9 +215,10 @@ class ProposalFusion(Strategy):
             yield tail, answer.winners[-1]
         answer.text = assembler.text
 
-    def _proposal(self, generation: Generation, at_start: bool) -> Proposal:
+    def _proposal(self, generation: Generation, prefix: str, at_start: bool) -> Proposal:
         finished = generation.finish_reason == "stop"
-        text, complete = self.cut(generation.text, finished, at_start)
+        written = without_restart(prefix, generation.text)
+        text, complete = self.cut(written, finished, at_start)
         share = len(text) / len(generation.text) if generation.text else 0.0
         tokens = max(1, round(generation.usage.output_tokens * share)) if text else 0
         return Proposal(member=generation.member, text=text, complete=complete, tokens=tokens)
@@ -251,6 +253,14 @@ async def propose(
     if not generations:
         raise AllMembersFailedError({name: err.__cause__ or err for name, err in errors.items()})
     return generations, list(errors)
+
+
+def without_restart(prefix: str, text: str) -> str:
+    """A member whose backend ignores the prefill (a chat API that starts a new assistant turn) writes the
+    answer again from the beginning; what follows its repetition of the answer so far is its continuation."""
+    written = prefix.strip()
+    start = text.lstrip()
+    return start[len(written) :] if written and start.startswith(written) else text
 
 
 def cut_words(text: str, words: int, finished: bool) -> tuple[str, bool]:

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from ensemble_core import Ensemble
+from ensemble_core.members.openai_compat import OpenAICompatMember
 from ensemble_core.strategies import SpanFusion, StepFusion
 
 pytestmark = pytest.mark.integration
@@ -44,6 +45,19 @@ async def test_span_fusion_stream_joins_to_the_result(span_ensemble):
     deltas = [d async for d in span_ensemble.astream(question, max_tokens=16)]
     assert "".join(d.text for d in deltas) == result.text  # greedy: the same spans, yielded as accepted
     assert deltas[-1].final and deltas[-1].usage.total_tokens > 0
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_span_fusion_with_a_llama_cpp_server_member(llama_server, gemma3):
+    """llama.cpp ignores the assistant prefill and starts over (the repetition is removed), and it cannot score
+    every token (the scorer is dropped for the round, the trace says why): the ensemble still answers."""
+    server = OpenAICompatMember(llama_server, "smollm2-q4", name="server", timeout_s=120)
+    result = Ensemble([server, gemma3], SpanFusion()).run("What is the capital of France?", max_tokens=24)
+    assert "Paris" in result.text
+    rounds = result.trace.details["rounds"]
+    assert all("server" in r["proposals"] for r in rounds)
+    assert result.text == "".join(r["text"] for r in rounds if "text" in r)
 
 
 def test_step_fusion_writes_steps_scored_by_both_members(step_result):

@@ -125,6 +125,13 @@ def test_every_scorer_failing_is_a_clear_error():
         Ensemble(members, SpanFusion(words=8)).run("Capital?")
 
 
+def test_a_member_that_ignores_the_prefill_and_starts_over_still_continues():
+    restarts = scoring("restarts", lambda request: PARIS)  # like a chat API without assistant prefill
+    result = Ensemble([restarts], SpanFusion(words=2)).run("Capital?")
+    assert result.text == PARIS
+    assert [r["text"] for r in result.trace.details["rounds"]] == ["The capital", " of France", " is Paris."]
+
+
 def test_a_member_that_ends_yields_to_one_that_goes_on():
     short = scoring("short", continuing("Paris.", otherwise=""))
     long = scoring("long", continuing("Paris. It is on the Seine.", otherwise=""))

@@ -111,12 +111,12 @@ def test_the_judge_and_scorers_are_checked_at_construction():
 
 
 def test_max_steps_and_max_tokens_cut_the_solution_off():
-    endless = scoring("a", lambda request: "Another step.\n")
+    endless = scoring("a", lambda request: f"Step {request.prefill.count(chr(10)) + 1} done.\n")
     capped = Ensemble([endless], StepFusion(max_steps=3)).run(QUESTION)
-    assert capped.text == "Another step.\nAnother step.\nAnother step."
+    assert capped.text == "Step 1 done.\nStep 2 done.\nStep 3 done."
     assert capped.finish_reason == "length"
-    short = Ensemble([endless], StepFusion()).run(QUESTION, max_tokens=4)
-    assert short.text == "Another step.\nAnother step." and short.finish_reason == "length"
+    short = Ensemble([endless], StepFusion()).run(QUESTION, max_tokens=6)
+    assert short.text == "Step 1 done.\nStep 2 done." and short.finish_reason == "length"
 
 
 def test_the_hint_goes_into_the_system_message():
