@@ -1,0 +1,226 @@
+"""`llm-ensemble bench`: speed and overhead as ratios measured in one run, so they hold on any machine.
+
+- scoring: per-item choice scoring with the prompt encoded once per member (KV cache shared by the choices)
+  vs every (prompt, choice) pair in one batch; same predictions required.
+- fusion: token fusion's wall time vs the sum of the members' own `generate` on the same request.
+- concurrency: each response-level strategy over ScriptedMembers with fixed delays vs the sum and the max
+  of the delays (1.0 x max = fully concurrent, 1.0 x sum = sequential).
+- adapter: `EnsembleChatModel.invoke` vs `Ensemble.run` on an instant member (the adapter's own cost).
+- memory: peak RSS vs the sum of the members' weight sizes.
+- gpu: tokens/s per member when CUDA is available."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+
+from ensemble_core.ensemble import Ensemble
+from ensemble_core.errors import EnsembleError
+from ensemble_core.members.base import Member
+from ensemble_core.members.scripted import ScriptedMember
+from ensemble_core.strategies.registry import STRATEGIES, strategy_class
+from ensemble_core.types import Message, Params, Request
+
+Log = Callable[[str], None]
+_DELAYS = {"a": 0.10, "b": 0.20, "c": 0.30}
+_QUESTION = "What is the capital of France? Answer in one sentence."
+
+
+class Figure(BaseModel):
+    """One measured figure: a ratio (or an absolute value where no ratio applies) and how it was measured."""
+
+    section: str
+    name: str
+    value: float | None
+    unit: str
+    detail: str = ""
+
+
+class BenchReport(BaseModel):
+    figures: list[Figure] = Field(default_factory=list)
+    skipped: dict[str, str] = Field(default_factory=dict)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_scoring(members: list[Member], items: int, data_dir: Path | None) -> list[Figure]:
+    from ensemble_core.eval.choice_scoring import score_items
+    from ensemble_core.eval.datasets import load_dataset
+
+    figures = []
+    for set_name in ("arc_easy", "hellaswag"):
+        data = [i for i in load_dataset(set_name, data_dir_path=data_dir, limit=items).items]
+        for member in members:
+            list(score_items(member, data[:2]))  # warm-up
+            shared = flat = 0.0
+            same = True
+            for _ in range(2):  # alternate the two paths so load changes on a shared machine hit both
+                shared_out: list = []
+                flat_out: list = []
+                shared += _timed(lambda: shared_out.extend(score_items(member, data, with_prompt=False)))
+                flat += _timed(lambda: flat_out.extend(score_items(member, data, shared_prompt=False, with_prompt=False)))
+                same &= all(a.prediction("chars") == b.prediction("chars") for (_, a), (_, b) in zip(shared_out, flat_out))
+            figures.append(Figure(
+                section="scoring", name=f"{set_name} {member.name}: per-choice batch / shared prompt",
+                value=flat / shared, unit="x",
+                detail=f"{len(data)} items; shared {shared / 2 / len(data) * 1000:.0f} ms/item, per-choice batch "
+                f"{flat / 2 / len(data) * 1000:.0f} ms/item; same predictions: {same}",
+            ))
+    return figures
+
+
+def _request(max_tokens: int) -> Request:
+    return Request(messages=[Message(role="user", content=_QUESTION)], params=Params(max_tokens=max_tokens, seed=0))
+
+
+def bench_fusion(members: list[Member], max_tokens: int) -> list[Figure]:
+    request = _request(max_tokens)
+    for member in members:
+        member.generate(request)  # warm-up
+    own = [member.generate(request) for member in members]
+    own_s = sum(g.latency_s for g in own)
+    ensemble = Ensemble(members, "token-fusion")
+    ensemble.run(_QUESTION, max_tokens=max_tokens, seed=0)
+    start = time.perf_counter()
+    result = ensemble.run(_QUESTION, max_tokens=max_tokens, seed=0)
+    fused_s = time.perf_counter() - start
+    fused_tokens = max(1, result.usage.output_tokens // max(1, len(members)))
+    own_tokens = ", ".join(f"{g.member} {g.usage.output_tokens}" for g in own)
+    per_token_own = sum(g.latency_s / max(1, g.usage.output_tokens) for g in own)
+    return [
+        Figure(section="fusion", name="token fusion / sum of members' generate (wall time)", value=fused_s / own_s,
+               unit="x", detail=f"fusion {fused_s:.2f} s; members {own_s:.2f} s (tokens: {own_tokens}); "
+               f"fusion usage {result.usage.output_tokens} output tokens"),
+        Figure(section="fusion", name="token fusion / sum of members' generate (per generated token)",
+               value=(fused_s / fused_tokens) / per_token_own, unit="x",
+               detail="normalised by tokens generated, since greedy answers differ in length"),
+    ]
+
+
+def bench_concurrency(repeats: int = 3) -> tuple[list[Figure], dict[str, str]]:
+    figures, skipped = [], {}
+    total, longest = sum(_DELAYS.values()), max(_DELAYS.values())
+    for name in sorted(STRATEGIES):
+        if name == "single" or hasattr(strategy_class(name), "aroute"):
+            continue  # one member answers: nothing to run concurrently
+        members = [ScriptedMember(n, ["Paris is the capital of France."], delay_s=d) for n, d in _DELAYS.items()]
+        try:
+            ensemble = Ensemble(members, name)
+            ensemble.run(_QUESTION)
+            times = [_timed(lambda: ensemble.run(_QUESTION)) for _ in range(repeats)]
+        except (EnsembleError, NotImplementedError, TypeError, ValueError) as err:
+            skipped[f"concurrency {name}"] = f"{type(err).__name__}: {err}"[:200]
+            continue
+        wall = statistics.median(times)
+        figures.append(Figure(section="concurrency", name=f"{name}: wall / max member delay", value=wall / longest,
+                              unit="x", detail=f"wall {wall:.3f} s; wall / sum of delays {wall / total:.2f}x "
+                              f"(delays {', '.join(f'{d:.1f}' for d in _DELAYS.values())} s)"))
+    return figures, skipped
+
+
+def bench_adapter(calls: int = 200) -> list[Figure]:
+    from langchain_ensemble import EnsembleChatModel
+
+    ensemble = Ensemble([ScriptedMember("a", ["Paris."])], "single", member="a")
+    chat = EnsembleChatModel(ensemble=ensemble)
+    ensemble.run(_QUESTION)
+    chat.invoke(_QUESTION)
+    engine = statistics.median(_timed(lambda: ensemble.run(_QUESTION)) for _ in range(calls))
+    adapter = statistics.median(_timed(lambda: chat.invoke(_QUESTION)) for _ in range(calls))
+    return [Figure(section="adapter", name="EnsembleChatModel.invoke / Ensemble.run", value=adapter / engine, unit="x",
+                   detail=f"median of {calls}: invoke {adapter * 1000:.2f} ms, run {engine * 1000:.2f} ms "
+                   f"(+{(adapter - engine) * 1000:.2f} ms per call)")]
+
+
+def _weights_bytes(member: Member) -> int:
+    model = getattr(member, "model", None)
+    if model is None:
+        return 0
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def bench_memory(members: list[Member], baseline_kb: int) -> list[Figure]:
+    gc.collect()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    sizes = sum(_weights_bytes(m) for m in members)
+    if not sizes:
+        return []
+    baseline = baseline_kb * 1024
+    return [
+        Figure(section="memory", name="peak RSS / sum of member weight sizes", value=peak / sizes, unit="x",
+               detail=f"peak {peak / 2**20:.0f} MiB, weights {sizes / 2**20:.0f} MiB "
+               f"({', '.join(f'{m.name} {_weights_bytes(m) / 2**20:.0f}' for m in members)}), "
+               f"before loading {baseline / 2**20:.0f} MiB (Python, torch, transformers)"),
+        Figure(section="memory", name="(peak RSS - before loading) / sum of member weight sizes",
+               value=(peak - baseline) / sizes, unit="x"),
+    ]
+
+
+def bench_gpu(max_tokens: int) -> list[Figure]:
+    from ensemble_core.defaults import default_members
+
+    figures = []
+    request = _request(max_tokens)
+    for member in default_members(device="cuda"):
+        member.generate(request)
+        generation = member.generate(request)
+        figures.append(Figure(section="gpu", name=f"{member.name} tokens/s on {torch.cuda.get_device_name()}",
+                              value=generation.usage.output_tokens / generation.latency_s, unit="tokens/s"))
+    return figures
+
+
+def run_bench(*, items: int, max_tokens: int, data_dir: Path | None, skip: set[str], log: Log) -> BenchReport:
+    """Every section not in `skip`; a section that cannot run here is listed in `skipped` with the reason."""
+    from ensemble_core.defaults import default_members
+
+    report = BenchReport()
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def section(name: str, fn: Callable[[], list[Figure]]) -> None:
+        if name in skip:
+            report.skipped[name] = "--skip"
+            return
+        log(f"[bold]{name}[/bold]")
+        for figure in fn():
+            report.figures.append(figure)
+            value = "n/a" if figure.value is None else f"{figure.value:.2f} {figure.unit}"
+            log(f"  {figure.name}: {value}  ({figure.detail})" if figure.detail else f"  {figure.name}: {value}")
+
+    def concurrency() -> list[Figure]:
+        figures, skipped = bench_concurrency()
+        report.skipped.update(skipped)
+        return figures
+
+    section("concurrency", concurrency)
+    if importlib.util.find_spec("langchain_ensemble") is not None:
+        section("adapter", bench_adapter)
+    else:
+        report.skipped["adapter"] = "langchain_ensemble is not installed"
+    members = default_members()
+    for member in members:
+        member.load()
+    section("scoring", lambda: bench_scoring(members, items, data_dir))
+    if "token-fusion" in STRATEGIES:
+        section("fusion", lambda: bench_fusion(members, max_tokens))
+    else:
+        report.skipped["fusion"] = "token-fusion is not registered"
+    section("memory", lambda: bench_memory(members, baseline_kb))
+    if torch.cuda.is_available():
+        section("gpu", lambda: bench_gpu(max_tokens))
+    else:
+        report.skipped["gpu"] = "no CUDA device"
+    for name, why in report.skipped.items():
+        log(f"skipped {name}: {why}")
+    return report

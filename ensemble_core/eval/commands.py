@@ -1,0 +1,147 @@
+"""`llm-ensemble eval` and `llm-ensemble bench`, as typer command functions (registered in ensemble_core.cli)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ensemble_core.errors import EnsembleError
+from ensemble_core.members.base import Member
+
+_console = Console(stderr=True)
+
+
+def _members(config: Path | None) -> list[Member]:
+    if config is None:
+        from ensemble_core.defaults import default_members
+
+        return default_members()
+    from ensemble_core.config import load_config
+
+    return list(load_config(config).build().members.values())
+
+
+def _command_line() -> str:
+    return "llm-ensemble " + shlex.join(sys.argv[1:])
+
+
+def eval_command(
+    data: Annotated[str, typer.Option("--data", "-d", help="a public set (arc_easy, piqa, hellaswag, ...) or a JSONL file")],
+    strategies: Annotated[
+        Optional[str],
+        typer.Option(
+            "--strategies", "-s",
+            help="comma-separated specs: single:MEMBER, choice-ensemble[weights=packllm-sim], any registered "
+            "strategy with [key=value,...]; default: each member alone and choice-ensemble (uniform, packllm-sim)",
+        ),
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="the first N items (all if unset)")] = 500,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report folder (also the resume cache)")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="folder of the public sets")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="ensemble config whose members to use")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed for sampling, shuffles and bootstrap")] = 0,
+    norm: Annotated[str, typer.Option("--norm", help="normalise choice log-likelihood by chars, bytes or none")] = "chars",
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="answer length for generating strategies")] = None,
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="multiple choice: auto (log-likelihood where it applies) or generate")
+    ] = "auto",
+) -> None:
+    """Evaluate strategies on a data set; writes report.md, summary.json, items.jsonl and plots to --out.
+    Interrupted runs continue where they stopped when run again with the same --out."""
+    from ensemble_core.eval.datasets import load_dataset
+    from ensemble_core.eval.report import build_summary, write_report
+    from ensemble_core.eval.runner import Evaluation
+    from ensemble_core.eval.specs import parse_specs
+
+    if norm not in ("chars", "bytes", "none"):
+        raise typer.BadParameter(f"--norm {norm!r}: choose chars, bytes or none")
+    if protocol not in ("auto", "generate"):
+        raise typer.BadParameter(f"--protocol {protocol!r}: choose auto or generate")
+    try:
+        dataset = load_dataset(data, data_dir_path=data_dir, limit=limit, seed=seed)
+        members = _members(config)
+        names = [m.name for m in members]
+        spec_text = strategies or ",".join(
+            [f"single:{n}" for n in names] + ["choice-ensemble", "choice-ensemble[weights=packllm-sim]"]
+        )
+        folder = out or Path("eval-results") / dataset.name
+        evaluation = Evaluation(
+            dataset, members, parse_specs(spec_text), folder, seed=seed, norm=norm,  # type: ignore[arg-type]
+            max_tokens=max_tokens, mc_protocol=protocol,  # type: ignore[arg-type]
+        )
+        with _progress() as factory:
+            results = evaluation.run(factory)
+        singles = {t.label for t in evaluation.targets if t.is_single}
+        summary = build_summary(
+            command=_command_line(), dataset=dataset, settings=evaluation.settings, results=results,
+            singles=singles, scores=evaluation.scores, notes=evaluation.notes,
+        )
+        report = write_report(summary, results, folder)
+    except EnsembleError as err:
+        _console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    table = Table(title=f"{dataset.name}: {len(dataset.items)} items", title_justify="left")
+    for column in ("strategy", "protocol", "accuracy %", "95% CI", "latency/item s"):
+        table.add_column(column)
+    for row in summary.strategies:
+        table.add_row(row.strategy, row.protocol, f"{100 * row.accuracy:.1f}",
+                      f"{100 * row.ci_low:.1f}–{100 * row.ci_high:.1f}", f"{row.latency_s:.3f}")
+    Console().print(table)
+    for c in summary.comparisons:
+        Console().print(f"{c.a} vs {c.b}: {100 * c.gain:+.1f} points, 95% CI [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}]")
+    Console().print(f"report: {report}")
+
+
+class _progress:
+    """A rich progress display; each phase (member scoring, strategy) gets its own bar."""
+
+    def __enter__(self) -> Callable[[str, int], Callable[[], None]]:
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=_console,
+        )
+        self.bar.__enter__()
+
+        def factory(description: str, total: int) -> Callable[[], None]:
+            task = self.bar.add_task(description, total=total)
+            return lambda: self.bar.advance(task)
+
+        return factory
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+
+def bench_command(
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write the figures as JSON here")] = None,
+    items: Annotated[int, typer.Option("--items", help="multiple-choice items for the scoring benchmark")] = 40,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="tokens generated per call")] = 32,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="folder of the public sets")] = None,
+    skip: Annotated[
+        Optional[str], typer.Option("--skip", help="comma-separated sections to skip: scoring,fusion,concurrency,adapter,memory,gpu")
+    ] = None,
+) -> None:
+    """Speed and overhead as ratios measured in one run: choice scoring paths, token fusion vs the members'
+    own generate, concurrency of response-level strategies, adapter overhead, memory, GPU tokens/s."""
+    from ensemble_core.eval.bench import run_bench
+
+    skipped = set((skip or "").split(",")) - {""}
+    try:
+        report = run_bench(items=items, max_tokens=max_tokens, data_dir=data_dir, skip=skipped,
+                           log=lambda line: Console().print(line))
+    except EnsembleError as err:
+        _console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
+        Console().print(f"figures: {out / 'bench.json'}")
+
