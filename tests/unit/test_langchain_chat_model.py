@@ -259,3 +259,17 @@ def test_with_structured_output(method):
 async def test_structured_output_async():
     chat = EnsembleChatModel(members=[tool_caller()])
     assert await chat.with_structured_output(Joke).ainvoke("joke") == Joke(setup="Why?", punchline="Because.")
+
+
+def test_api_keys_stay_out_of_the_trace_and_the_repr():
+    from ensemble_core.members.openai_compat import OpenAICompatMember
+
+    remote = OpenAICompatMember(
+        base_url="http://127.0.0.1:9/v1", model="gpt-x", api_key="sk-live-secret", name="remote", max_retries=0
+    )
+    chat = EnsembleChatModel(members=[remote, ScriptedMember("local", ["fallback answer"])])
+    message = chat.invoke("hi")
+    assert message.content == "fallback answer"
+    assert message.response_metadata["ensemble_trace"]["calls"][0]["ok"] is False
+    assert "sk-live-secret" not in json.dumps(message.response_metadata)
+    assert "sk-live-secret" not in repr(chat)
