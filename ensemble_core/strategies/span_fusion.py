@@ -295,7 +295,7 @@ class SpanFusion(ProposalFusion):
 
     words: int = Field(default=3, ge=1, le=64, description="words per proposed span")
     span_tokens: int = Field(
-        default=12,
+        default=8,
         ge=1,
         le=256,
         description="most new tokens a member writes for one proposal (enough for the words)",
