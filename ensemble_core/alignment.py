@@ -6,8 +6,8 @@ is the shared vocabulary. Each tokenizer gets an index tensor from its ids into 
 distribution is one `index_add_` with no Python loop over the vocabulary. A token a member lacks is fed to it
 as its own tokenisation of the same bytes, so every member reads the same text byte for byte.
 
-Special tokens decode to no text: each member's end-of-sequence ids share one union slot, every other special
-token has its own slot keyed by its name. Alignments are built once per set of tokenizers and cached per process.
+Special tokens decode to no text: every member's end-of-sequence ids are end-of-sequence union ids, every
+other special token is matched across tokenizers by its name. Alignments are built once per set of tokenizers and cached per process.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class TokenTable:
 
 def token_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
     """The byte table of a tokenizer, from its decoder's kind (byte-level, or sentencepiece with byte fallback)."""
-    decoder = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder") or {}
+    backend_decoder = tokenizer.backend_tokenizer.decoder
+    decoder = json.loads(backend_decoder.__getstate__()) if backend_decoder is not None else {}
     byte_level = _has_decoder(decoder, "ByteLevel")
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     special = {i: tok.content for i, tok in tokenizer.added_tokens_decoder.items() if tok.special}
@@ -88,8 +89,9 @@ def _has_decoder(decoder: dict, kind: str) -> bool:
 class Alignment:
     """A shared vocabulary for several tokenizers.
 
-    `to_union[m]` maps member m's ids to union ids (a LongTensor), `from_union[m][u]` is member m's own id for
-    union token u or -1 when it lacks it. `shared` means one tokenizer for all: union ids are its ids.
+        `to_union[m]` maps member m's ids to union ids (a LongTensor), `from_union[m][u]` is member m's own id for
+        union token u or -1 when it lacks it. `identity[m]`: member m's ids are the union's first ids unchanged (the
+    largest vocabulary). `shared` means one tokenizer for all: union ids are its ids.
     """
 
     tokenizers: list[PreTrainedTokenizerBase]
@@ -100,6 +102,7 @@ class Alignment:
     from_union: list[list[int]]
     eos: frozenset[int]
     shared: bool
+    identity: list[bool]
     _devices: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -183,39 +186,47 @@ def align(tokenizers: Sequence[PreTrainedTokenizerBase], eos_ids: Sequence[Seque
 def build_alignment(
     tokenizers: Sequence[PreTrainedTokenizerBase], eos_ids: Sequence[Sequence[int]]
 ) -> Alignment:
-    """Build the union vocabulary and its index tensors (see the module docstring)."""
+    """Build the union vocabulary and its index tensors (see the module docstring).
+
+    The union starts with the largest vocabulary's ids unchanged, so projecting that member (the costly one)
+    is a copy, not a scatter; the other members' tokens map onto those ids by bytes, or are appended.
+    """
     tables = [cached_table(t) for t in tokenizers]
     if all(t.data == tables[0].data and t.special == tables[0].special for t in tables[1:]):
         return _shared(tokenizers, tables, eos_ids)
-    union: dict[bytes | tuple[str, str], int] = {("special", "<eos>"): 0}
-    union_bytes: list[bytes] = [b""]
-    union_special: dict[int, str] = {0: "<eos>"}
+    base = max(range(len(tables)), key=lambda m: len(tables[m].data))
+    table = tables[base]
+    union_bytes = [b"" if i in table.special else d for i, d in enumerate(table.data)]
+    union_special = {i: name for i, name in table.special.items()}
+    keys: dict[bytes | tuple[str, str], int] = {}
+    for i in _regular_first(table):
+        keys.setdefault(_key(table, i, eos_ids[base]), i)
     to_union: list[torch.Tensor] = []
-    from_union_maps: list[dict[int, int]] = []
-    for table, eos in zip(tables, eos_ids):
-        index = [0] * len(table.data)
+    owners: list[dict[int, int]] = []
+    for m, (other, eos) in enumerate(zip(tables, eos_ids)):
+        if m == base:
+            to_union.append(torch.arange(len(table.data)))
+            owners.append({})
+            continue
+        index = [0] * len(other.data)
         own: dict[int, int] = {}
-        # Regular tokens first, so a byte that a tokenizer has both as a token and as <0xNN> maps to the token.
-        for i in sorted(range(len(table.data)), key=lambda i: i in table.fallback):
-            key: bytes | tuple[str, str]
-            if i in eos:
-                key = ("special", "<eos>")
-            elif i in table.special:
-                key = ("special", table.special[i])
-            else:
-                key = table.data[i]
-            u = union.get(key)
+        for i in _regular_first(other):
+            key = _key(other, i, eos)
+            u = keys.get(key)
             if u is None:
-                u = union[key] = len(union_bytes)
+                u = keys[key] = len(union_bytes)
                 union_bytes.append(b"" if isinstance(key, tuple) else key)
                 if isinstance(key, tuple):
                     union_special[u] = key[1]
             index[i] = u
             own.setdefault(u, i)
         to_union.append(torch.tensor(index, dtype=torch.long))
-        from_union_maps.append(own)
+        owners.append(own)
     from_union = []
-    for own in from_union_maps:
+    for m, own in enumerate(owners):
+        if m == base:
+            from_union.append(list(range(len(table.data))) + [-1] * (len(union_bytes) - len(table.data)))
+            continue
         row = [-1] * len(union_bytes)
         for u, i in own.items():
             row[u] = i
@@ -227,9 +238,24 @@ def build_alignment(
         union_special=union_special,
         to_union=to_union,
         from_union=from_union,
-        eos=frozenset({0}),
+        eos=frozenset(eos_ids[base]),
         shared=False,
+        identity=[m == base for m in range(len(tables))],
     )
+
+
+def _regular_first(table: TokenTable) -> list[int]:
+    """Ids with regular tokens before `<0xNN>` byte fallbacks, so equal bytes map to the regular token."""
+    return sorted(range(len(table.data)), key=lambda i: i in table.fallback)
+
+
+def _key(table: TokenTable, i: int, eos: Sequence[int]) -> bytes | tuple[str, str]:
+    """What a token is across tokenizers: its bytes, or its special name (every end-of-sequence id is one)."""
+    if i in eos:
+        return ("special", "<eos>")
+    if i in table.special:
+        return ("special", table.special[i])
+    return table.data[i]
 
 
 def _shared(
@@ -249,4 +275,5 @@ def _shared(
         from_union=[ids for _ in tables],
         eos=frozenset(i for eos in eos_ids for i in eos),
         shared=True,
+        identity=[True for _ in tables],
     )

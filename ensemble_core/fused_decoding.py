@@ -132,7 +132,7 @@ class FusedDecoding:
         start = time.perf_counter()
         try:
             action()
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - whatever a member raises, it is dropped, not fatal
             self._drop(i, f"{type(err).__name__}: {err}")
             return
         finally:
@@ -168,8 +168,9 @@ class FusedDecoding:
             alive, weights = self.live_weights()
             start = time.perf_counter()
             logprobs = [self.sessions[i].logprobs() for i in alive]
-            scores = self.mixer.mix(logprobs, alive, weights)
-            picks = choose(scores.cpu() if any(not p.greedy for p in params) else scores, params, generators)
+            sampling = any(not p.greedy for p in params)
+            scores = self.mixer.mix(logprobs, alive, weights, as_log=sampling)
+            picks = choose(scores.cpu() if sampling else scores, params, generators)
             tops = {i: self.mixer.top(i, lp) for i, lp in zip(alive, logprobs)}
             self.timing.mix_s += time.perf_counter() - start
             deltas = [""] * len(self.requests)

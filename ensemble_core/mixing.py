@@ -32,10 +32,15 @@ class Mixer:
 
     def _project(self, member: int, probs: torch.Tensor) -> torch.Tensor:
         """Probabilities over a member's vocabulary -> over the union (tokens with equal bytes add up)."""
-        if self.alignment.shared:
-            return probs
+        size = self.alignment.size
+        if self.alignment.identity[member]:
+            return (
+                probs
+                if probs.shape[-1] == size
+                else torch.nn.functional.pad(probs, (0, size - probs.shape[-1]))
+            )
         index = self.alignment.index(member, probs.device)
-        out = torch.zeros((probs.shape[0], self.alignment.size), dtype=probs.dtype, device=probs.device)
+        out = torch.zeros((probs.shape[0], size), dtype=probs.dtype, device=probs.device)
         return out.index_add_(1, index, probs)
 
     def own(self, member: int, logprobs: torch.Tensor) -> torch.Tensor:
@@ -43,10 +48,15 @@ class Mixer:
         return logprobs[:, : len(self.alignment.tables[member].data)]
 
     def mix(
-        self, logprobs: Sequence[torch.Tensor], members: Sequence[int], weights: torch.Tensor
+        self,
+        logprobs: Sequence[torch.Tensor],
+        members: Sequence[int],
+        weights: torch.Tensor,
+        as_log: bool = True,
     ) -> torch.Tensor:
-        """Log-space scores [rows, union] of the mixture; `weights` is [rows, len(members)] and sums to 1 per row.
-        Members whose weight is 0 in every row are skipped (they cannot change the result)."""
+        """Scores [rows, union] of the mixture; `weights` is [rows, len(members)] and sums to 1 per row.
+        Log-space, except that `prob` mixing with `as_log=False` returns the probabilities (enough for an argmax,
+        and one pass over the union vocabulary cheaper). Members whose weight is 0 in every row are skipped."""
         device = logprobs[0].device
         weights = weights.to(device)
         total: torch.Tensor | None = None
@@ -56,9 +66,10 @@ class Mixer:
                 continue
             lp = self.own(member, lp.to(device))
             if self.mixing == "prob":
-                part = self._project(member, lp.exp()) * w
-            elif self.alignment.shared:
-                part = lp.clamp_min(_LOG_FLOOR) * w
+                part = self._project(member, lp.exp().mul_(w))
+            elif self.alignment.identity[member]:  # its log-probabilities are the union's, as they are
+                pad = (0, self.alignment.size - lp.shape[-1])
+                part = torch.nn.functional.pad(lp.clamp_min(_LOG_FLOOR), pad, value=_LOG_FLOOR).mul_(w)
             else:
                 part = (
                     self._project(member, lp.exp())
@@ -69,7 +80,7 @@ class Mixer:
                 )
             total = part if total is None else total.add_(part)
         assert total is not None, "at least one member has a non-zero weight"
-        return total.log_() if self.mixing == "prob" else total
+        return total.log_() if self.mixing == "prob" and as_log else total
 
     def top(self, member: int, logprobs: torch.Tensor) -> list[int]:
         """Each row's most likely token of one member, as union ids (who agreed with the choice)."""

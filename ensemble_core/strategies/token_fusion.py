@@ -172,7 +172,7 @@ class TokenFusion(Strategy):
                     opt_weights(FusedPromptPerplexity(members, mixer, text), n, self.opt_grid)
                     for text in texts
                 ]
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any scoring failure degrades to uniform weights
             return (
                 uniform,
                 f"{self.weights} weights failed ({type(err).__name__}: {err}); used uniform weights",
