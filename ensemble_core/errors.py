@@ -52,6 +52,10 @@ class MemberError(EnsembleError, RuntimeError):
         self.member = member
 
 
+class EmptyAnswerError(EnsembleError, RuntimeError):
+    """A member answered with neither text nor tool calls where an answer was required."""
+
+
 class AllMembersFailedError(EnsembleError, RuntimeError):
     """Every member the strategy tried failed; says why each failed."""
 

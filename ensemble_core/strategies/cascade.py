@@ -101,7 +101,7 @@ class Cascade(Strategy):
             return ctx.result(walk.accepted, reason=walk.reason(), steps=walk.dump())
         last = walk.order[-1]
         try:
-            generation = await ctx.generate(last, request, role="final")
+            generation = await ctx.generate(last, request, role="final", require_answer=True)
         except MemberError as err:
             walk.failed(last, err)
             return ctx.result(walk.fallback(), reason=walk.reason(), steps=walk.dump())
@@ -123,7 +123,7 @@ class Cascade(Strategy):
         last = walk.order[-1]
         started = False
         try:
-            async for delta in ctx.stream(last, request, role="final"):
+            async for delta in ctx.stream(last, request, role="final", require_answer=True):
                 started = True
                 yield delta
         except MemberError as err:
@@ -146,7 +146,7 @@ class Cascade(Strategy):
         walk = _Walk(order)
         for member, threshold in zip(order[:-1], self.step_thresholds(len(order))):
             try:
-                generation = await ctx.generate(member, request, role="attempt")
+                generation = await ctx.generate(member, request, role="attempt", require_answer=True)
             except MemberError as err:
                 walk.failed(member, err)
                 continue
@@ -198,7 +198,7 @@ class Cascade(Strategy):
             score: float | None = None
             value = 0.0
             try:
-                generation = await ctx.generate(member, request, role="attempt")
+                generation = await ctx.generate(member, request, role="attempt", require_answer=True)
                 value = float(quality(generation))
                 if scored:
                     score = await self.scorer.confidence(ctx, member, request, generation)

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from ensemble_core.errors import EnsembleError, MemberError
+from ensemble_core.errors import EmptyAnswerError, EnsembleError, MemberError
 from ensemble_core.members.breaker import CircuitOpenError
 from ensemble_core.members.base import Member
 from ensemble_core.types import (
@@ -35,22 +35,29 @@ class RunContext:
     def member(self, name: str) -> Member:
         return self.members[name]
 
-    async def generate(self, member: Member, request: Request, role: str) -> Generation:
-        """Call `member.agenerate`, bounded by its timeout; record the call; raise `MemberError` on failure."""
+    async def generate(
+        self, member: Member, request: Request, role: str, *, require_answer: bool = False
+    ) -> Generation:
+        """Call `member.agenerate`, bounded by its timeout; record the call; raise `MemberError` on failure.
+        With `require_answer`, an answer with neither text nor tool calls counts as a failure (garbage)."""
         start = time.perf_counter()
         try:
             member.breaker.check(member.name)
             generation = await asyncio.wait_for(member.agenerate(request), timeout=member.timeout_s)
+            if require_answer and not (generation.text.strip() or generation.tool_calls):
+                raise EmptyAnswerError("returned an empty answer")
         except Exception as err:
             raise self._failed(member, role, start, err) from err
         member.breaker.success()
         self.record(member, role, generation, time.perf_counter() - start)
         return generation
 
-    async def try_generate(self, member: Member, request: Request, role: str) -> Generation | None:
+    async def try_generate(
+        self, member: Member, request: Request, role: str, *, require_answer: bool = False
+    ) -> Generation | None:
         """`generate`, but a failing member gives None (the failure is in the trace) instead of raising."""
         try:
-            return await self.generate(member, request, role)
+            return await self.generate(member, request, role, require_answer=require_answer)
         except MemberError:
             return None
 
@@ -74,7 +81,9 @@ class RunContext:
         )
         return scores
 
-    async def stream(self, member: Member, request: Request, role: str) -> AsyncIterator[Delta]:
+    async def stream(
+        self, member: Member, request: Request, role: str, *, require_answer: bool = False
+    ) -> AsyncIterator[Delta]:
         """Stream a member's non-final deltas and record the whole call when it ends; failures raise
         `MemberError` (and are recorded), with `partial` in the trace saying how much had been streamed."""
         start = time.perf_counter()
@@ -98,6 +107,8 @@ class RunContext:
                 text.append(delta.text)
                 chunks.extend(delta.tool_call_chunks)
                 yield delta
+            if require_answer and not ("".join(text).strip() or chunks):
+                raise EmptyAnswerError("returned an empty answer")
         except Exception as err:
             raise self._failed(member, role, start, err, partial="".join(text)) from err
         finally:

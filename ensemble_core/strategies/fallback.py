@@ -35,7 +35,7 @@ class Fallback(Strategy):
         errors: dict[str, BaseException] = {}
         for member in self._order(ctx):
             try:
-                generation = await ctx.generate(member, request, role="attempt")
+                generation = await ctx.generate(member, request, role="attempt", require_answer=True)
             except MemberError as err:
                 errors[member.name] = err.__cause__ or err
                 continue
@@ -47,7 +47,7 @@ class Fallback(Strategy):
         for member in self._order(ctx):
             started = False
             try:
-                async for delta in ctx.stream(member, request, role="attempt"):
+                async for delta in ctx.stream(member, request, role="attempt", require_answer=True):
                     started = True
                     yield delta
             except MemberError as err:

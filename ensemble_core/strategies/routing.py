@@ -47,7 +47,7 @@ class Router(Strategy):
         errors: dict[str, BaseException] = {}
         for member in self._order(ctx, decision):
             try:
-                generation = await ctx.generate(member, request, role="answer")
+                generation = await ctx.generate(member, request, role="answer", require_answer=True)
             except MemberError as err:
                 errors[member.name] = err.__cause__ or err
                 continue
@@ -62,7 +62,7 @@ class Router(Strategy):
         for member in self._order(ctx, decision):
             started = False
             try:
-                async for delta in ctx.stream(member, request, role="answer"):
+                async for delta in ctx.stream(member, request, role="answer", require_answer=True):
                     started = True
                     yield delta
             except MemberError as err:
