@@ -65,20 +65,21 @@ class Timing:
         }
 
 
-def tokenizer_of(member: Member) -> Any:
-    """The member's tokenizer; token fusion needs one (HFMember has it)."""
-    tokenizer = getattr(member, "tokenizer", None)
-    if tokenizer is None or not hasattr(member, "eos_ids"):
+def require_tokenizer(member: Member) -> None:
+    """Token fusion aligns vocabularies, so a member must expose `tokenizer` and `eos_ids` (HFMember does);
+    checked on the class, so nothing is loaded."""
+    if not (hasattr(type(member), "tokenizer") and hasattr(type(member), "eos_ids")):
         raise CapabilityError(
             f"member {member.name!r} ({type(member).__name__}) exposes no tokenizer and eos_ids, which token "
             "fusion needs to align vocabularies; use an HFMember"
         )
-    return tokenizer
 
 
 def member_alignment(members: Sequence[Member]) -> Alignment:
     """The (cached) alignment of the members' tokenizers, with each member's end-of-sequence ids."""
-    return align([tokenizer_of(m) for m in members], [m.eos_ids() for m in members])  # type: ignore[attr-defined]
+    for member in members:
+        require_tokenizer(member)
+    return align([m.tokenizer for m in members], [m.eos_ids() for m in members])  # type: ignore[attr-defined]
 
 
 class FusedDecoding:

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from ensemble_core.asyncio_bridge import aiterate_blocking
 from ensemble_core.errors import ConfigError
-from ensemble_core.fused_decoding import FusedDecoding, RowOutcome, member_alignment
+from ensemble_core.fused_decoding import FusedDecoding, RowOutcome, member_alignment, require_tokenizer
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.members.tool_parsing import parse_tool_calls
 from ensemble_core.mixing import Mixer, Mixing
@@ -86,6 +86,8 @@ class TokenFusion(Strategy):
 
     def check(self, members: Mapping[str, Member]) -> None:
         super().check(members)
+        for member in self.members_used(list(members.values())):
+            require_tokenizer(member)
         if isinstance(self.weights, dict):
             used = [m.name for m in self.members_used(list(members.values()))]
             unknown = sorted(set(self.weights) - set(used))
@@ -108,12 +110,8 @@ class TokenFusion(Strategy):
         return results
 
     async def _run_rows(self, ctxs: Sequence[RunContext], requests: Sequence[Request]) -> list[Result]:
-        members = self.members_used(list(ctxs[0].members.values()))
         start = time.perf_counter()
-        weights, note = await asyncio.to_thread(self.request_weights, members, requests)
-        decoding = await asyncio.to_thread(
-            FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens
-        )
+        decoding, note = await self._open(ctxs[0], requests)
         try:
             outcomes = await asyncio.to_thread(decoding.run)
         finally:
@@ -125,25 +123,29 @@ class TokenFusion(Strategy):
         ]
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
-        members = self.members_used(list(ctx.members.values()))
         start = time.perf_counter()
-        weights, note = await asyncio.to_thread(self.request_weights, members, [request])
-        decoding = await asyncio.to_thread(
-            FusedDecoding, members, [request], weights, self.mixing, self.trace_tokens
-        )
+        decoding, note = await self._open(ctx, [request])
         try:
             async for text in aiterate_blocking(_row_texts(decoding)):
                 if text and not request.tools:
                     yield Delta(text=text, member=self.name)
         finally:
             decoding.close()
-        result = self._result(
-            ctx, request, decoding, 0, decoding.outcomes[0], time.perf_counter() - start, note
-        )
+        outcome = decoding.outcomes[0]
+        result = self._result(ctx, request, decoding, 0, outcome, time.perf_counter() - start, note)
         chunks = tool_calls_to_chunks(result.tool_calls)
         if request.tools and (result.text or chunks):
             yield Delta(text=result.text, tool_call_chunks=chunks, member=self.name)
         yield ctx.final_delta(ctx.trace.chosen or self.name, reason=ctx.trace.reason)
+
+    async def _open(self, ctx: RunContext, requests: Sequence[Request]) -> tuple[FusedDecoding, str | None]:
+        """The weights of each request and a decoding of them all, ready to step (prompts read, caches filled)."""
+        members = self.members_used(list(ctx.members.values()))
+        weights, note = await asyncio.to_thread(self.request_weights, members, requests)
+        decoding = await asyncio.to_thread(
+            FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens
+        )
+        return decoding, note
 
     # weights ------------------------------------------------------------------------------------------------------
     def request_weights(
@@ -191,25 +193,27 @@ class TokenFusion(Strategy):
         weights_note: str | None,
     ) -> Result:
         weights = decoding.weights[row].tolist()
+        text, tool_calls = parse_tool_calls(outcome.text, request.tools)
+        finish = "tool_calls" if tool_calls else outcome.finish_reason
         for i, member in enumerate(decoding.members):
             error = decoding.errors.get(member.name)
-            fed = len(outcome.member_ids[member.name])
+            usage = Usage(
+                input_tokens=outcome.prompt_tokens.get(member.name, 0),
+                output_tokens=len(outcome.member_ids[member.name]),
+            )
             ctx.trace.calls.append(
                 MemberCall(
                     member=member.name,
                     role="fuse",
                     ok=error is None,
                     error=error,
-                    usage=Usage(input_tokens=outcome.prompt_tokens.get(member.name, 0), output_tokens=fed),
+                    usage=usage,
                     latency_s=decoding.timing.forward_s[member.name],
-                    cost=member.price.cost(
-                        Usage(input_tokens=outcome.prompt_tokens.get(member.name, 0), output_tokens=fed)
-                    ),
-                    finish_reason=outcome.finish_reason,
+                    cost=member.price.cost(usage),
+                    finish_reason=finish,
                     score=weights[i],
                 )
             )
-        text, tool_calls = parse_tool_calls(outcome.text, request.tools)
         lead = max(
             range(len(weights)), key=lambda i: (decoding.members[i].name not in decoding.errors, weights[i])
         )
@@ -233,7 +237,7 @@ class TokenFusion(Strategy):
             member=decoding.members[lead].name,
             text=text,
             tool_calls=tool_calls,
-            finish_reason="tool_calls" if tool_calls else outcome.finish_reason,
+            finish_reason=finish,
             usage=Usage(),
         )
         names = ", ".join(f"{m.name} {w:.2f}" for m, w in zip(decoding.members, weights))

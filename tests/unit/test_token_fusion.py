@@ -12,6 +12,7 @@ from ensemble_core import Ensemble
 from ensemble_core.alignment import align
 from ensemble_core.errors import CapabilityError, ConfigError, ModelNotFoundError
 from ensemble_core.fused_decoding import FusedDecoding, member_alignment
+from ensemble_core.members.base import Capability
 from ensemble_core.members.hf import HFMember
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.mixing import Mixer
@@ -181,6 +182,14 @@ def test_a_batch_decodes_rows_together_and_matches_single_requests(tiny_pair):
 def test_a_member_without_the_step_capability_is_a_construction_error(tiny_member):
     with pytest.raises(CapabilityError, match="step"):
         Ensemble([tiny_member, ScriptedMember("api", ["hi"])], "token-fusion")
+
+
+def test_a_step_member_without_a_tokenizer_is_a_construction_error(tiny_member):
+    stepper = ScriptedMember(
+        "stepper", ["hi"], capabilities=frozenset({Capability.GENERATE, Capability.STEP})
+    )
+    with pytest.raises(CapabilityError, match="tokenizer"):
+        Ensemble([tiny_member, stepper], "token-fusion")
 
 
 def test_fixed_weights_must_name_fused_members(tiny_pair):
