@@ -2,8 +2,8 @@
 when the cheap answer's confidence is under the threshold. The ensemble trace in `response_metadata` says who
 was asked, each score and threshold, what was chosen and why, and tokens, latency and cost per member.
 
-    python examples/langchain_cascade.py
-    python examples/langchain_cascade.py --threshold -0.5 "What is the capital of Italy?"
+    python examples/langchain_cascade.py                      # a lenient and a strict threshold
+    python examples/langchain_cascade.py --thresholds -0.5 "What is the capital of Italy?"
 """
 
 from __future__ import annotations
@@ -50,15 +50,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question", nargs="?", default=QUESTION)
     parser.add_argument(
-        "--threshold", type=float, default=-1.0, help="accept the cheap answer at this mean logprob"
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=[-1.0, -0.05],
+        help="one run per threshold: the cheap answer is accepted when its mean log-probability reaches it",
     )
     parser.add_argument("--max-tokens", type=int, default=24)
     args = parser.parse_args(argv)
 
-    model = build_model(args.threshold, args.max_tokens)
-    message = model.invoke(args.question)
-    print(f"Q: {args.question}\nA: {message.content}\n")
-    print_trace(message)
+    for threshold in args.thresholds:
+        message = build_model(threshold, args.max_tokens).invoke(args.question)
+        print(f"[threshold {threshold}]\nQ: {args.question}\nA: {message.content}\n")
+        print_trace(message)
+        print()
 
 
 if __name__ == "__main__":
