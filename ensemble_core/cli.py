@@ -220,5 +220,12 @@ def serve(
         raise typer.Exit(2) from error
     uvicorn.run(create_app(ensemble, model_name, trace), host=host, port=port)  # type: ignore[arg-type]
 
+
+from ensemble_core.eval.commands import bench_command, eval_command  # noqa: E402
+
+app.command("eval")(eval_command)
+app.command("bench")(bench_command)
+
+
 if __name__ == "__main__":
     app()

@@ -1,23 +1,21 @@
 """Per-choice log-likelihoods for multiple-choice items, with each prompt encoded once per member.
 
-For a local `HFMember` the prompts of a batch of items run once (left-padded, logits only at the last
-position), their KV cache is repeated for each choice, and only the choices' tokens run after it: the prompt
-is not re-encoded per choice and the (large) output layer runs only where a choice token is predicted. Other
-members with the score capability fall back to `member.score` on all choices of a batch at once. The two
-paths give the same numbers (tests check it); `llm-ensemble bench` measures the speed-up."""
+A local `HFMember` scores with `HFMember.score_shared`: the prompts of a batch of items run once, their KV
+cache is repeated for each choice, and only the choices' tokens run after it (and the output layer runs only
+where a choice token is predicted, unless the prompt's own perplexity is wanted). Other members with the
+score capability fall back to `member.score` on all choices of a batch at once. Both paths give the same
+numbers (tests check it); `llm-ensemble bench` measures the speed-up."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
 
-import torch
 from pydantic import BaseModel, ConfigDict
-from transformers import DynamicCache
 
-from ensemble_core.errors import ContextWindowError
 from ensemble_core.eval.items import ChoiceItem
 from ensemble_core.members.base import Capability, Member
+from ensemble_core.members.hf import HFMember
 
 
 class ChoiceScores(BaseModel):
@@ -69,7 +67,7 @@ def score_items(
     for batch in _batches(items, batch_choices):
         start = time.perf_counter()
         groups = [g for item in batch for g in item.groups()]
-        use_shared = shared_prompt and hasattr(member, "model") and hasattr(member, "tokenizer")
+        use_shared = shared_prompt and isinstance(member, HFMember)
         scored = (
             _shared_prompt_scores(member, groups, with_prompt)
             if use_shared
@@ -131,71 +129,11 @@ def _flat_scores(member: Member, groups: list[tuple[str, list[str]]], with_promp
 
 
 def _shared_prompt_scores(
-    member: Member, groups: list[tuple[str, list[str]]], with_prompt: bool
+    member: HFMember, groups: list[tuple[str, list[str]]], with_prompt: bool
 ) -> list[_GroupScore]:
-    """HF members: prompts once (their KV cache shared by their choices), then only the choice tokens."""
-    model, tok = member.model, member.tokenizer  # type: ignore[attr-defined]
-    device = model.device
-    bos, pad = member._bos_id(), member._pad_id()  # type: ignore[attr-defined]
-    prompts = [(tok(p, add_special_tokens=True)["input_ids"] if p else []) or [bos] for p, _ in groups]
-    targets = [[tok(c, add_special_tokens=False)["input_ids"] for c in conts] for _, conts in groups]
-    window = member.context_window
-    longest = max(len(p) + max((len(t) for t in ts), default=0) for p, ts in zip(prompts, targets))
-    if window is not None and longest > window:
-        raise ContextWindowError(member.name, longest, window)
-
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    cache = DynamicCache(config=model.config)
-    with torch.inference_mode():
-        out = model(
-            input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-            past_key_values=cache, use_cache=True, logits_to_keep=0 if with_prompt else 1,
-        )
-        logits = out.logits.float()
-        last = logits[:, -1]
-        prompt_sums: list[float | None] = (
-            (_token_logprobs(logits[:, :-1], ids[:, 1:]) * mask[:, 1:]).sum(-1).tolist()
-            if with_prompt
-            else [None] * len(prompts)
-        )
-
-        rows = [g for g, ts in enumerate(targets) for _ in ts]
-        flat = [t for ts in targets for t in ts]
-        span = max(1, max(len(t) for t in flat))
-        cont_ids = torch.full((len(flat), span), pad, dtype=torch.long)
-        cont_mask = torch.zeros((len(flat), span), dtype=torch.long)
-        for r, t in enumerate(flat):
-            cont_ids[r, : len(t)] = torch.tensor(t, dtype=torch.long)
-            cont_mask[r, : len(t)] = 1
-        cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
-        index = torch.tensor(rows, device=device)
-        cache.batch_select_indices(index)
-        lengths = mask.sum(-1)[index]
-        out2 = model(
-            input_ids=cont_ids,
-            attention_mask=torch.cat([mask[index], cont_mask], dim=1),
-            position_ids=lengths[:, None] + torch.arange(span, device=device)[None, :],
-            past_key_values=cache, use_cache=True,
-        )
-        # The first choice token is predicted by the prompt's last position, the rest by the choice's own.
-        predicting = torch.cat([last[index][:, None], out2.logits[:, :-1].float()], dim=1)
-        choice_lp = (_token_logprobs(predicting, cont_ids) * cont_mask).sum(-1).tolist()
-
-    out_groups: list[_GroupScore] = []
-    position = 0
-    for g, (p, ts) in enumerate(zip(prompts, targets)):
-        conts = [(choice_lp[position + k], len(t)) for k, t in enumerate(ts)]
-        position += len(ts)
-        out_groups.append((prompt_sums[g], len(p) + sum(len(t) for t in ts), conts))
-    return out_groups
-
-
-def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[target] per position, without materialising the whole log-softmax."""
-    return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    """HF members: `score_shared` (each prompt once; tokens counted as prompt + choices)."""
+    out: list[_GroupScore] = []
+    for (prompt, _), (own, scored) in zip(groups, member.score_shared(groups, with_prompt=with_prompt)):
+        tokens = len(member.encode_text(prompt)) + sum(s.n_tokens for s in scored)
+        out.append((own.sum_logprob if own else None, tokens, [(s.sum_logprob, s.n_tokens) for s in scored]))
+    return out

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -39,11 +40,12 @@ def eval_command(
         Optional[str],
         typer.Option(
             "--strategies", "-s",
-            help="comma-separated specs: single:MEMBER, choice-ensemble[weights=packllm-sim], any registered "
-            "strategy with [key=value,...]; default: each member alone and choice-ensemble (uniform, packllm-sim)",
+            help="comma-separated specs: single:MEMBER, choice-ensemble\\[weights=packllm-sim], any registered "
+            "strategy, with parameters as name\\[key=value,...]; default: each member alone and choice-ensemble "
+            "(uniform and packllm-sim)",
         ),
     ] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="the first N items (all if unset)")] = 500,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="the first N items (0: all)")] = 500,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report folder (also the resume cache)")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="folder of the public sets")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="ensemble config whose members to use")] = None,
@@ -53,9 +55,12 @@ def eval_command(
     protocol: Annotated[
         str, typer.Option("--protocol", help="multiple choice: auto (log-likelihood where it applies) or generate")
     ] = "auto",
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")] = 0,
 ) -> None:
     """Evaluate strategies on a data set; writes report.md, summary.json, items.jsonl and plots to --out.
     Interrupted runs continue where they stopped when run again with the same --out."""
+    import torch
+
     from ensemble_core.eval.datasets import load_dataset
     from ensemble_core.eval.report import build_summary, write_report
     from ensemble_core.eval.runner import Evaluation
@@ -66,7 +71,9 @@ def eval_command(
     if protocol not in ("auto", "generate"):
         raise typer.BadParameter(f"--protocol {protocol!r}: choose auto or generate")
     try:
-        dataset = load_dataset(data, data_dir_path=data_dir, limit=limit, seed=seed)
+        if threads:
+            torch.set_num_threads(threads)
+        dataset = load_dataset(data, data_dir_path=data_dir, limit=limit or None, seed=seed)
         members = _members(config)
         names = [m.name for m in members]
         spec_text = strategies or ",".join(
@@ -92,11 +99,11 @@ def eval_command(
     for column in ("strategy", "protocol", "accuracy %", "95% CI", "latency/item s"):
         table.add_column(column)
     for row in summary.strategies:
-        table.add_row(row.strategy, row.protocol, f"{100 * row.accuracy:.1f}",
+        table.add_row(escape(row.strategy), row.protocol, f"{100 * row.accuracy:.1f}",
                       f"{100 * row.ci_low:.1f}–{100 * row.ci_high:.1f}", f"{row.latency_s:.3f}")
     Console().print(table)
     for c in summary.comparisons:
-        Console().print(f"{c.a} vs {c.b}: {100 * c.gain:+.1f} points, 95% CI [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}]")
+        Console().print(escape(f"{c.a} vs {c.b}: {100 * c.gain:+.1f} points, 95% CI [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}]"))
     Console().print(f"report: {report}")
 
 

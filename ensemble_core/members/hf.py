@@ -267,6 +267,59 @@ class HFMember(Member):
             )
         return out
 
+    def score_shared(
+        self, groups: Sequence[tuple[str, Sequence[str]]], *, with_prompt: bool = False
+    ) -> list[tuple[ContinuationScore | None, list[ContinuationScore]]]:
+        """Score several continuations of each prompt, running each prompt once: the prompts go through the
+        model in one left-padded batch, their KV cache is repeated for each continuation, and only the
+        continuations' tokens run after it. Same numbers as `score` on every (prompt, continuation) pair.
+        Returns per group the prompt's own score (with `with_prompt`; its first token is not scored) and the
+        continuations' scores."""
+        tok = self.tokenizer
+        prompts = [(self.encode_text(p) if p else []) or [self._bos_id()] for p, _ in groups]
+        targets = [[tok(c, add_special_tokens=False)["input_ids"] for c in conts] for _, conts in groups]
+        longest = max(len(p) + max((len(t) for t in ts), default=0) for p, ts in zip(prompts, targets))
+        if self.context_window is not None and longest > self.context_window:
+            raise ContextWindowError(self.name, longest, self.context_window)
+        ids, mask = _left_padded(prompts, self._pad_id(), self.device)
+        cache = DynamicCache(config=self.model.config)
+        rows = [g for g, ts in enumerate(targets) for _ in ts]
+        flat = [t for ts in targets for t in ts]
+        cont_ids, cont_mask = _right_padded(flat, self._pad_id(), self.device)
+        index = torch.tensor(rows, device=self.device)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                past_key_values=cache, use_cache=True, logits_to_keep=0 if with_prompt else 1,
+            )
+            logits = out.logits.float()
+            prompt_sums = (
+                (_token_logprobs(logits[:, :-1], ids[:, 1:]) * mask[:, 1:]).sum(-1).tolist()
+                if with_prompt
+                else [0.0] * len(prompts)
+            )
+            cache.batch_select_indices(index)
+            out = self.model(
+                input_ids=cont_ids,
+                attention_mask=torch.cat([mask[index], cont_mask], dim=1),
+                position_ids=mask.sum(-1)[index][:, None] + torch.arange(cont_ids.shape[1], device=self.device),
+                past_key_values=cache, use_cache=True,
+            )
+            # A continuation's first token is predicted at the prompt's last position, the rest at its own.
+            predicting = torch.cat([logits[index, -1:], out.logits[:, :-1].float()], dim=1)
+            sums = (_token_logprobs(predicting, cont_ids) * cont_mask).sum(-1).tolist()
+        results: list[tuple[ContinuationScore | None, list[ContinuationScore]]] = []
+        position = 0
+        for g, ((prompt, conts), ts) in enumerate(zip(groups, targets)):
+            scored = [
+                ContinuationScore(sum_logprob=sums[position + k], n_tokens=len(t), n_chars=len(c))
+                for k, (t, c) in enumerate(zip(ts, conts))
+            ]
+            position += len(ts)
+            own = ContinuationScore(sum_logprob=prompt_sums[g], n_tokens=len(prompts[g]) - 1, n_chars=len(prompt))
+            results.append((own if with_prompt else None, scored))
+        return results
+
     # step -------------------------------------------------------------------------------------------------------
     def step_session(self, prompts: Sequence[str]) -> HFStepSession:
         """Next-token log-probs for each prompt text (encoded as `encode_text` does), with a KV cache."""
@@ -367,6 +420,31 @@ def _quiet_progress_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def _left_padded(rows: Sequence[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _right_padded(rows: Sequence[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] at each position, without materialising the whole log-softmax."""
+    return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 def _sanitise(name: str) -> str:
