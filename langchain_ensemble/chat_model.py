@@ -268,6 +268,8 @@ class EnsembleChatModel(BaseChatModel):
         return (self.model_name or "") if ensemble is self._ensemble else _ensemble_name(ensemble)
 
     async def _arun(self, ensemble: Ensemble, request: Request) -> Result:
+        if self.timeout is None:
+            return await ensemble.arun_request(request)
         try:
             return await asyncio.wait_for(ensemble.arun_request(request), timeout=self.timeout)
         except TimeoutError as err:
@@ -286,6 +288,8 @@ class EnsembleChatModel(BaseChatModel):
                 except StopAsyncIteration:
                     return
                 except TimeoutError as err:
+                    if deadline is None:
+                        raise
                     raise TimeoutError(
                         f"the ensemble did not finish within timeout={self.timeout} s"
                     ) from err
