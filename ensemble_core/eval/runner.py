@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -176,21 +177,24 @@ class Evaluation:
         return results
 
     def _score_all(self, step_for: ProgressFactory) -> dict[str, dict[str, ChoiceScores]]:
-        """Every member's choice scores for every item (all members: the oracle and choice-ensemble need them)."""
-        scores: dict[str, dict[str, ChoiceScores]] = {}
-        for name, member in self.members.items():
-            key = f"scores.{name}"
-            cached = {i: ChoiceScores.model_validate(v) for i, v in self.cache.load(key).items()}
-            todo = [item for item in self.choice_items if item.id not in cached]
-            step = step_for(f"scoring with {name}", len(self.choice_items))
-            for _ in range(len(self.choice_items) - len(todo)):
-                step()
-            for item, scored in score_items(member, todo, batch_choices=self.batch_choices):
-                self.cache.append(key, item.id, scored.model_dump())
-                cached[item.id] = scored
-                step()
-            scores[name] = cached
-        return scores
+        """Every member's choice scores for every item (all members: the oracle and choice-ensemble need them).
+        Members score concurrently, one thread each (torch releases the GIL), each into its own cache file."""
+        with ThreadPoolExecutor(max_workers=len(self.members)) as pool:
+            futures = {name: pool.submit(self._score_member, name, step_for) for name in self.members}
+            return {name: future.result() for name, future in futures.items()}
+
+    def _score_member(self, name: str, step_for: ProgressFactory) -> dict[str, ChoiceScores]:
+        key = f"scores.{name}"
+        cached = {i: ChoiceScores.model_validate(v) for i, v in self.cache.load(key).items()}
+        todo = [item for item in self.choice_items if item.id not in cached]
+        step = step_for(f"scoring with {name}", len(self.choice_items))
+        for _ in range(len(self.choice_items) - len(todo)):
+            step()
+        for item, scored in score_items(self.members[name], todo, batch_choices=self.batch_choices):
+            self.cache.append(key, item.id, scored.model_dump())
+            cached[item.id] = scored
+            step()
+        return cached
 
     def _loglik(self, target: Target, item: ChoiceItem, scores: dict[str, dict[str, ChoiceScores]]) -> ItemResult:
         if target.is_single:
