@@ -16,7 +16,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from ensemble_core.errors import CapabilityError
 from ensemble_core.members.base import Member, Price
@@ -122,9 +122,12 @@ class LangChainMember(Member):
             return self.model.bind_tools(tools)
         return self.model.bind_tools(tools, tool_choice=choice)
 
-    def _inputs(self, request: Request) -> tuple[tuple[list[BaseMessage]], dict[str, Any]]:
-        """Positional and keyword arguments of the call: the messages and the stop sequences."""
-        return (to_langchain_messages(request.prefilled_messages),), {"stop": request.params.stop or None}
+    def _inputs(self, request: Request) -> tuple[tuple[list[BaseMessage], RunnableConfig], dict[str, Any]]:
+        """Positional and keyword arguments of the call: the messages, a config without the caller's callbacks,
+        and the stop sequences. The member's own tokens must not reach the caller's callbacks, LangGraph's
+        message stream or `astream_events` as a second chat model: the ensemble streams what it decides."""
+        messages = to_langchain_messages(request.prefilled_messages)
+        return (messages, RunnableConfig(callbacks=[])), {"stop": request.params.stop or None}
 
     def _generation(self, message: Any, latency_s: float) -> Generation:
         if not isinstance(message, AIMessage):

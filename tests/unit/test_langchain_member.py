@@ -141,3 +141,24 @@ def test_mixes_with_a_local_hf_member(tiny_member):
 def test_only_chat_models_can_be_wrapped():
     with pytest.raises(CapabilityError, match="BaseChatModel"):
         LangChainMember("gpt-4o")  # type: ignore[arg-type]
+
+
+async def test_a_wrapped_models_own_tokens_do_not_reach_the_callers_stream_twice():
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    fake = GenericFakeChatModel(messages=iter(["alpha beta"]))
+    chat = EnsembleChatModel(members=[LangChainMember(fake, name="fake")])
+
+    async def answer(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await chat.ainvoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("answer", answer)
+    graph.add_edge(START, "answer")
+    graph.add_edge("answer", END)
+    pieces = [
+        chunk.content
+        async for chunk, _ in graph.compile().astream({"messages": [("user", "hi")]}, stream_mode="messages")
+        if chunk.content
+    ]
+    assert pieces == ["alpha", " ", "beta"]
