@@ -17,7 +17,7 @@ from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.scoring.conversation import embed_conversation, query_turns, recency_weights
 from ensemble_core.strategies import LearnedRouter, RuleRouter, SemanticRouter
 from ensemble_core.strategies.learned_router import RouterRecord
-from ensemble_core.types import ContinuationScore, Message, Request, ToolCall
+from ensemble_core.types import ContinuationScore, Message, Request, ToolCall, merge_tool_call_chunks
 
 TOPICS = {
     "math": {"times", "plus", "minus", "multiply", "sum", "math", "equation"},
@@ -140,6 +140,19 @@ def test_rule_router_passes_tool_calls_through_in_an_agent_thread():
     assert result.tool_calls == [call]
     assert result.finish_reason == "tool_calls"
     assert agent.calls[0].messages == AGENT_THREAD  # the member sees the whole thread, tool messages included
+
+
+def test_a_streamed_tool_call_passes_through_a_router_intact():
+    call = ToolCall(id="c3", name="calc", arguments={"expr": "7*8"})
+    ens = Ensemble(
+        [ScriptedMember("mathematician", [call]), *members("small")],
+        "rule-router",
+        rules=[{"member": "mathematician", "has_tools": True}],
+        default="small",
+    )
+    deltas = list(ens.stream(AGENT_THREAD, tools=[{"name": "calc"}]))
+    assert merge_tool_call_chunks([c for d in deltas for c in d.tool_call_chunks]) == [call]
+    assert deltas[-1].finish_reason == "tool_calls" and deltas[-1].trace.chosen == "mathematician"
 
 
 @pytest.mark.parametrize(
