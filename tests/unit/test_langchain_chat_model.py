@@ -265,7 +265,11 @@ def test_api_keys_stay_out_of_the_trace_and_the_repr():
     from ensemble_core.members.openai_compat import OpenAICompatMember
 
     remote = OpenAICompatMember(
-        base_url="http://127.0.0.1:9/v1", model="gpt-x", api_key="sk-live-secret", name="remote", max_retries=0
+        base_url="http://127.0.0.1:9/v1",
+        model="gpt-x",
+        api_key="sk-live-secret",
+        name="remote",
+        max_retries=0,
     )
     chat = EnsembleChatModel(members=[remote, ScriptedMember("local", ["fallback answer"])])
     message = chat.invoke("hi")
