@@ -3,11 +3,13 @@
 Every token is reduced to the bytes it stands for (byte-level BPE's "Ġ"/"Ċ" alphabet decoded, sentencepiece's
 "▁" read as a space, `<0xNN>` byte-fallback tokens read as their byte), and the union of those byte strings
 is the shared vocabulary. Each tokenizer gets an index tensor from its ids into the union, so projecting a
-distribution is one `index_add_` with no Python loop over the vocabulary. A token a member lacks is fed to it
-as its own tokenisation of the same bytes, so every member reads the same text byte for byte.
+distribution is one `index_add_` (a plain copy for the largest vocabulary, whose ids the union keeps) with no
+Python loop over the vocabulary. A token a member lacks is fed to it as its own tokenisation of the same
+bytes, so every member reads the same text byte for byte.
 
 Special tokens decode to no text: every member's end-of-sequence ids are end-of-sequence union ids, every
-other special token is matched across tokenizers by its name. Alignments are built once per set of tokenizers and cached per process.
+other special token is matched across tokenizers by its name. Alignments are built once per set of
+tokenizers and cached per process.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ def token_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
         if i in special or token is None:
             data.append(b"")
             continue
-        match = _BYTE_FALLBACK.match(token)
-        if match and not byte_level:
+        match = None if byte_level else _BYTE_FALLBACK.match(token)
+        if match:
             value = bytes([int(match.group(1), 16)])
             fallback_ids[value[0]] = i
         elif byte_level:
