@@ -39,6 +39,20 @@ async def test_span_fusion_answers_the_capital_of_france(span_ensemble):
     assert {c.member for c in result.trace.calls if c.role == "propose span"} == {"smollm2", "gemma3"}
 
 
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+async def test_one_member_continuing_its_own_spans_gives_its_own_answer(default_pair, name):
+    """The prefill hook continues exactly where the text stops (chat template and plain Q/A format alike), so
+    a member that only ever agrees with itself writes its own greedy answer (the first span's leading space,
+    which the plain format writes after "Answer:", is dropped)."""
+    member = next(m for m in default_pair if m.name == name)
+    question = "What is the capital of France?"
+    alone = await Ensemble([member], "single", member=name).arun(question, max_tokens=32)
+    fused = await Ensemble([member], SpanFusion()).arun(question, max_tokens=32)
+    assert alone.finish_reason == "stop"
+    assert fused.text == alone.text.strip()
+    assert len(fused.trace.details["rounds"]) > 1 or len(alone.text.split()) <= 3
+
+
 async def test_span_fusion_stream_joins_to_the_result(span_ensemble):
     question = "What is the capital of Italy?"
     result = await span_ensemble.arun(question, max_tokens=16)
