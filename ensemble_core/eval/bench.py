@@ -32,6 +32,8 @@ from ensemble_core.types import Message, Params, Request
 Log = Callable[[str], None]
 _DELAYS = {"a": 0.10, "b": 0.20, "c": 0.30}
 _QUESTION = "What is the capital of France? Answer in one sentence."
+# Parameters a strategy needs to run on scripted members (which cannot score): a constant pairwise ranker.
+_SCRIPTED_PARAMS: dict[str, dict[str, object]] = {"rank-and-fuse": {"ranker": lambda a, b, request: 0.5}}
 
 
 class Figure(BaseModel):
@@ -55,28 +57,32 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _cpu_timed(fn: Callable[[], object]) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
 def bench_scoring(members: list[Member], items: int, data_dir: Path | None) -> list[Figure]:
+    """Process CPU seconds per item (a fair measure on a shared machine) of the two scoring paths."""
     from ensemble_core.eval.choice_scoring import score_items
     from ensemble_core.eval.datasets import load_dataset
 
     figures = []
     for set_name in ("arc_easy", "hellaswag"):
-        data = [i for i in load_dataset(set_name, data_dir_path=data_dir, limit=items).items]
+        data = load_dataset(set_name, data_dir_path=data_dir, limit=items).items
         for member in members:
             list(score_items(member, data[:2]))  # warm-up
-            shared = flat = 0.0
-            same = True
-            for _ in range(2):  # alternate the two paths so load changes on a shared machine hit both
-                shared_out: list = []
-                flat_out: list = []
-                shared += _timed(lambda: shared_out.extend(score_items(member, data, with_prompt=False)))
-                flat += _timed(lambda: flat_out.extend(score_items(member, data, shared_prompt=False, with_prompt=False)))
-                same &= all(a.prediction("chars") == b.prediction("chars") for (_, a), (_, b) in zip(shared_out, flat_out))
+            shared_out: list = []
+            flat_out: list = []
+            shared = _cpu_timed(lambda: shared_out.extend(score_items(member, data, with_prompt=False)))
+            flat = _cpu_timed(lambda: flat_out.extend(score_items(member, data, shared_prompt=False, with_prompt=False)))
+            same = all(a.prediction("chars") == b.prediction("chars") for (_, a), (_, b) in zip(shared_out, flat_out))
             figures.append(Figure(
-                section="scoring", name=f"{set_name} {member.name}: per-choice batch / shared prompt",
+                section="scoring", name=f"{set_name} {member.name}: per-choice batch / shared prompt (CPU time)",
                 value=flat / shared, unit="x",
-                detail=f"{len(data)} items; shared {shared / 2 / len(data) * 1000:.0f} ms/item, per-choice batch "
-                f"{flat / 2 / len(data) * 1000:.0f} ms/item; same predictions: {same}",
+                detail=f"{len(data)} items; shared prompt {shared / len(data) * 1000:.0f} ms CPU/item, per-choice "
+                f"batch {flat / len(data) * 1000:.0f} ms CPU/item; same predictions: {same}",
             ))
     return figures
 
@@ -86,26 +92,28 @@ def _request(max_tokens: int) -> Request:
 
 
 def bench_fusion(members: list[Member], max_tokens: int) -> list[Figure]:
+    """Wall time (latency) and process CPU time (work) of token fusion vs each member generating alone."""
     request = _request(max_tokens)
     for member in members:
         member.generate(request)  # warm-up
-    own = [member.generate(request) for member in members]
+    own, own_cpu = [], 0.0
+    for member in members:
+        start = time.process_time()
+        own.append(member.generate(request))
+        own_cpu += time.process_time() - start
     own_s = sum(g.latency_s for g in own)
     ensemble = Ensemble(members, "token-fusion")
     ensemble.run(_QUESTION, max_tokens=max_tokens, seed=0)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = ensemble.run(_QUESTION, max_tokens=max_tokens, seed=0)
-    fused_s = time.perf_counter() - start
-    fused_tokens = max(1, result.usage.output_tokens // max(1, len(members)))
-    own_tokens = ", ".join(f"{g.member} {g.usage.output_tokens}" for g in own)
-    per_token_own = sum(g.latency_s / max(1, g.usage.output_tokens) for g in own)
+    fused_s, fused_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    fused_tokens = max(1, len(result.text.split()))
+    own_tokens = ", ".join(f"{g.member} {g.usage.output_tokens} tokens" for g in own)
     return [
         Figure(section="fusion", name="token fusion / sum of members' generate (wall time)", value=fused_s / own_s,
-               unit="x", detail=f"fusion {fused_s:.2f} s; members {own_s:.2f} s (tokens: {own_tokens}); "
-               f"fusion usage {result.usage.output_tokens} output tokens"),
-        Figure(section="fusion", name="token fusion / sum of members' generate (per generated token)",
-               value=(fused_s / fused_tokens) / per_token_own, unit="x",
-               detail="normalised by tokens generated, since greedy answers differ in length"),
+               unit="x", detail=f"fusion {fused_s:.2f} s for {fused_tokens} words; members {own_s:.2f} s ({own_tokens})"),
+        Figure(section="fusion", name="token fusion / sum of members' generate (CPU time)", value=fused_cpu / own_cpu,
+               unit="x", detail=f"fusion {fused_cpu:.2f} s CPU; members {own_cpu:.2f} s CPU"),
     ]
 
 
@@ -117,7 +125,7 @@ def bench_concurrency(repeats: int = 3) -> tuple[list[Figure], dict[str, str]]:
             continue  # one member answers: nothing to run concurrently
         members = [ScriptedMember(n, ["Paris is the capital of France."], delay_s=d) for n, d in _DELAYS.items()]
         try:
-            ensemble = Ensemble(members, name)
+            ensemble = Ensemble(members, name, **_SCRIPTED_PARAMS.get(name, {}))
             ensemble.run(_QUESTION)
             times = [_timed(lambda: ensemble.run(_QUESTION)) for _ in range(repeats)]
         except (EnsembleError, NotImplementedError, TypeError, ValueError) as err:
