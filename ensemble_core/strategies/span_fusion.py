@@ -282,7 +282,11 @@ class SpanFusion(ProposalFusion):
     given the text so far (its own prompt format); the span with the lowest weighted mean perplexity is kept
     (Cool-Fusion's choice; `weights` weigh members, default equally). Perplexity is per character, so spans of
     different lengths compare fairly and members with different tokenizers are on one scale. When all members
-    propose the same span no scoring is needed. Needs members that can generate and score."""
+    propose the same span no scoring is needed. Needs members that can generate and score.
+
+    max_tokens counts the kept spans in their proposers' tokens (a cut proposal by its share of characters).
+    Known weakness of perplexity selection: text copied from the prompt is least surprising, so with weak
+    members a restatement of the question can win over an answer."""
 
     name: ClassVar[str] = "span-fusion"
     summary: ClassVar[str] = "members propose spans; all members score them by perplexity; the best is kept"
