@@ -96,7 +96,6 @@ class FusedDecoding:
         self.members = list(members)
         self.requests = list(requests)
         self.weights = weights.float()
-        self.trace_tokens = trace_tokens
         self.alignment = member_alignment(self.members)
         self.mixer = Mixer(self.alignment, mixing)
         self.errors: dict[str, str] = {}
@@ -112,7 +111,7 @@ class FusedDecoding:
             )
             for _ in range(rows)
         ]
-        self.chosen: list[list[int]] = [[] for _ in range(rows)]
+        self.chosen: list[list[int]] = [[] for _ in range(rows)]  # union ids of each row's answer
         self.active = [True] * rows
         self.sessions: dict[int, StepSession] = {}
         for i, member in enumerate(self.members):
