@@ -26,7 +26,7 @@ from ensemble_core.defaults import default_members, smollm2_path  # noqa: E402
 from ensemble_core.members.openai_compat import OpenAICompatMember  # noqa: E402
 from ensemble_core.members.scripted import ScriptedMember  # noqa: E402
 from langchain_ensemble import EnsembleChatModel  # noqa: E402
-from tests.integration.llama_server import LlamaServer  # noqa: E402
+from tests.llama_server import LlamaServer  # noqa: E402
 
 
 def _echo(request) -> str:  # noqa: ANN001

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.llama_server import LlamaServer, llama_cpp_server_missing
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,3 +45,17 @@ def gemma3():
 @pytest.fixture(scope="session")
 def default_pair(smollm2, gemma3):
     return [smollm2, gemma3]
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[str]:
+    """The base URL ("http://127.0.0.1:PORT/v1") of a llama.cpp server serving the packaged
+    SmolLM2-135M-Instruct GGUF with the chatml chat format; any model name is accepted. Skipped when
+    llama-cpp-python[server] is not installed; stopped at the end of the session."""
+    missing = llama_cpp_server_missing()
+    if missing:
+        pytest.skip(missing)
+    from ensemble_core.defaults import smollm2_path
+
+    with LlamaServer(smollm2_path(), chat_format="chatml") as server:
+        yield server.base_url

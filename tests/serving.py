@@ -12,7 +12,7 @@ import uvicorn
 
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.server import create_app
-from tests.integration.llama_server import free_port
+from tests.llama_server import free_port
 
 
 @contextmanager

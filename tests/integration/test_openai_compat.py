@@ -10,7 +10,7 @@ from ensemble_core import Ensemble
 from ensemble_core.members.base import Capability
 from ensemble_core.members.openai_compat import OpenAICompatMember
 from ensemble_core.types import Message, Params, Request, ToolSpec, merge_tool_call_chunks
-from tests.integration.llama_server import free_port
+from tests.llama_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
 

@@ -12,7 +12,6 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from ensemble_core.defaults import default_members
 from ensemble_core.members.scripted import ScriptedMember
 from langchain_ensemble import EnsembleChatModel
-from tests.integration.conftest import llama_server  # noqa: F401 (the session fixture)
 from tests.standard.scripted_tools import tool_calling_member
 
 _SMALL = (
@@ -69,7 +68,7 @@ class TestHTTPEnsemble(ChatModelIntegrationTests):
     base_url: ClassVar[str] = ""
 
     @pytest.fixture(autouse=True)
-    def _server(self, llama_server: str) -> None:  # noqa: F811
+    def _server(self, llama_server: str) -> None:
         type(self).base_url = llama_server
 
     @property

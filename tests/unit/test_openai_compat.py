@@ -20,7 +20,7 @@ from ensemble_core.members.openai_compat import OpenAICompatMember
 from ensemble_core.members.prompt_logprobs import PROBE_TEXT, Alignment, EchoLogprobs, detect_alignment
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.types import Message, Params, Request, ToolCall, ToolSpec, merge_tool_call_chunks
-from tests.integration.llama_server import free_port
+from tests.llama_server import free_port
 
 SECRET = "sk-test-0123456789abcdef"
 Handler = Callable[[str, dict[str, Any]], httpx.Response]
