@@ -56,6 +56,7 @@ def eval_command(
         str, typer.Option("--protocol", help="multiple choice: auto (log-likelihood where it applies) or generate")
     ] = "auto",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="scoring threads per member")] = 1,
 ) -> None:
     """Evaluate strategies on a data set; writes report.md, summary.json, items.jsonl and plots to --out.
     Interrupted runs continue where they stopped when run again with the same --out."""
@@ -82,7 +83,7 @@ def eval_command(
         folder = out or Path("eval-results") / dataset.name
         evaluation = Evaluation(
             dataset, members, parse_specs(spec_text), folder, seed=seed, norm=norm,  # type: ignore[arg-type]
-            max_tokens=max_tokens, mc_protocol=protocol,  # type: ignore[arg-type]
+            max_tokens=max_tokens, mc_protocol=protocol, workers=workers,  # type: ignore[arg-type]
         )
         with _progress() as factory:
             results = evaluation.run(factory)

@@ -4,6 +4,7 @@ folder as it is made, so an interrupted run continues where it stopped and a fin
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
@@ -72,6 +73,7 @@ class ResultCache:
     def __init__(self, folder: Path):
         self.folder = folder / "cache"
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.jsonl"
@@ -90,8 +92,9 @@ class ResultCache:
         return records
 
     def append(self, key: str, item_id: str, value: dict[str, Any]) -> None:
-        with self.path(key).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"id": item_id, "value": value}, ensure_ascii=False) + "\n")
+        line = json.dumps({"id": item_id, "value": value}, ensure_ascii=False) + "\n"
+        with self._lock, self.path(key).open("a", encoding="utf-8") as handle:
+            handle.write(line)
 
 
 def check_settings(out: Path, settings: EvalSettings) -> None:
@@ -125,6 +128,7 @@ class Evaluation:
         max_tokens: int | None = None,
         mc_protocol: Literal["auto", "generate"] = "auto",
         batch_choices: int = 16,
+        workers: int = 1,
     ):
         if not dataset.items:
             raise ConfigError(f"data set {dataset.name!r} has no items (check --limit)")
@@ -135,6 +139,7 @@ class Evaluation:
         self.norm: Norm = norm
         self.max_tokens = max_tokens
         self.batch_choices = batch_choices
+        self.workers = max(1, workers)
         self.targets, self.notes = plan(specs, dataset.kind, list(self.members), mc_protocol)
         self.settings = EvalSettings(
             dataset=dataset.name, sha256=dataset.sha256, seed=seed, norm=norm, members=list(self.members),
@@ -178,23 +183,31 @@ class Evaluation:
 
     def _score_all(self, step_for: ProgressFactory) -> dict[str, dict[str, ChoiceScores]]:
         """Every member's choice scores for every item (all members: the oracle and choice-ensemble need them).
-        Members score concurrently, one thread each (torch releases the GIL), each into its own cache file."""
-        with ThreadPoolExecutor(max_workers=len(self.members)) as pool:
-            futures = {name: pool.submit(self._score_member, name, step_for) for name in self.members}
-            return {name: future.result() for name, future in futures.items()}
+        Members score concurrently, `workers` threads each (torch releases the GIL), each member into its own
+        cache file."""
+        jobs = []
+        with ThreadPoolExecutor(max_workers=len(self.members) * self.workers) as pool:
+            scores: dict[str, dict[str, ChoiceScores]] = {}
+            for name in self.members:
+                cached = {i: ChoiceScores.model_validate(v) for i, v in self.cache.load(f"scores.{name}").items()}
+                scores[name] = cached
+                todo = [item for item in self.choice_items if item.id not in cached]
+                step = step_for(f"scoring with {name}", len(self.choice_items))
+                for _ in range(len(self.choice_items) - len(todo)):
+                    step()
+                for share in range(self.workers):
+                    jobs.append(pool.submit(self._score_member, name, todo[share :: self.workers], cached, step))
+            for job in jobs:
+                job.result()
+        return scores
 
-    def _score_member(self, name: str, step_for: ProgressFactory) -> dict[str, ChoiceScores]:
-        key = f"scores.{name}"
-        cached = {i: ChoiceScores.model_validate(v) for i, v in self.cache.load(key).items()}
-        todo = [item for item in self.choice_items if item.id not in cached]
-        step = step_for(f"scoring with {name}", len(self.choice_items))
-        for _ in range(len(self.choice_items) - len(todo)):
+    def _score_member(
+        self, name: str, items: list[ChoiceItem], into: dict[str, ChoiceScores], step: Callable[[], None]
+    ) -> None:
+        for item, scored in score_items(self.members[name], items, batch_choices=self.batch_choices):
+            self.cache.append(f"scores.{name}", item.id, scored.model_dump())
+            into[item.id] = scored
             step()
-        for item, scored in score_items(self.members[name], todo, batch_choices=self.batch_choices):
-            self.cache.append(key, item.id, scored.model_dump())
-            cached[item.id] = scored
-            step()
-        return cached
 
     def _loglik(self, target: Target, item: ChoiceItem, scores: dict[str, dict[str, ChoiceScores]]) -> ItemResult:
         if target.is_single:
