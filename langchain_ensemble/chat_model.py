@@ -30,6 +30,9 @@ from langchain_ensemble.tools import engine_tool_choice, to_openai_tools, to_too
 
 # Generation parameters a call may override (`model.invoke(..., max_tokens=8)` or `.bind(...)`).
 _PARAMS = ("max_tokens", "temperature", "top_p", "seed")
+# ChatOpenAI call arguments that code written for it passes routinely and that do not change what an ensemble
+# answers (members decide how many tool calls they make; there is no end user to attribute): accepted, unused.
+_ACCEPTED_UNUSED = ("parallel_tool_calls", "user")
 
 
 class EnsembleChatModel(BaseChatModel):
@@ -239,7 +242,7 @@ class EnsembleChatModel(BaseChatModel):
         tools = to_tool_specs(kwargs.pop("tools", None) or [])
         tool_choice = engine_tool_choice(kwargs.pop("tool_choice", None), [t.name for t in tools])
         params = {k: kwargs.pop(k, getattr(self, k)) for k in _PARAMS}
-        unknown = sorted(kwargs)
+        unknown = sorted(set(kwargs) - set(_ACCEPTED_UNUSED))
         if unknown:
             raise ConfigError(
                 f"EnsembleChatModel does not take the call argument(s) {', '.join(unknown)}; it takes: model, "

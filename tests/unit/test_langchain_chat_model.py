@@ -163,6 +163,11 @@ def test_unknown_call_arguments_are_refused_by_name():
         chat.invoke("hi", frequency_penalty=1.0)
 
 
+def test_chat_openai_arguments_that_change_nothing_are_accepted():
+    chat = EnsembleChatModel(members=[ScriptedMember("a", ["ok"])])
+    assert chat.bind_tools([], parallel_tool_calls=False).invoke("hi", user="u-1").content == "ok"
+
+
 def test_model_override_asks_that_member_alone():
     a, b = ScriptedMember("a", ["from a"]), ScriptedMember("b", ["from b"])
     chat = EnsembleChatModel(members=[a, b])
