@@ -47,6 +47,14 @@ def test_loglik_targets_and_choice_ensemble(tmp_path, pair):
     assert all(by[("choice-ensemble", str(i))].calls == 2 for i in range(6))
 
 
+def test_scoring_workers_give_the_same_results(tmp_path, pair):
+    one = Evaluation(_choice_set(8), pair, parse_specs("single:tiny,single:tiny2"), tmp_path / "one").run()
+    two = Evaluation(_choice_set(8), pair, parse_specs("single:tiny,single:tiny2"), tmp_path / "two",
+                     workers=3, batch_choices=3).run()
+    assert [(r.strategy, r.id, r.pred) for r in one] == [(r.strategy, r.id, r.pred) for r in two]
+    assert len((tmp_path / "two" / "cache" / "scores.tiny.jsonl").read_text().splitlines()) == 8
+
+
 def test_generate_protocol_adds_single_baselines_and_extracts_letters(tmp_path):
     members = [ScriptedMember("a", _letter_for_gold), ScriptedMember("b", ["C"])]
     evaluation = Evaluation(_choice_set(), members, parse_specs("fallback"), tmp_path)
