@@ -89,10 +89,7 @@ async def test_step_fusion_stream_joins_to_the_result(step_ensemble, step_result
     assert "".join(d.text for d in deltas) == step_result.text
 
 
-@pytest.mark.xfail(
-    reason="135M/270M models rarely finish with 'The answer is 8' within 4 short steps; the mechanism is "
-    "covered by tests/unit/test_step_fusion.py",
-    strict=False,
-)
 def test_step_fusion_reaches_the_right_final_answer(step_result):
+    """Greedy and deterministic on CPU float32: the fused steps end with the right answer here (a single easy
+    question; 135M/270M members get most GSM8K items wrong, fused or not)."""
     assert re.search(r"(The answer is|####)\s*8\b", step_result.text)
