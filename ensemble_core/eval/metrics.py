@@ -108,8 +108,10 @@ def answer_correct(item: AnswerItem, text: str) -> bool:
 
 
 def choice_from_text(item: ChoiceItem, text: str) -> int | None:
-    """Which choice a generated answer names: its letter ("B", "(B)", "Answer: B"), else the one choice whose
-    text it contains; None when it names none or several."""
+    """Which choice a generated answer names, from its first line (a base model runs on into new "Answer:"
+    lines): its letter ("B", "(B)", "Answer: B"), else the one choice whose text it contains; None when it
+    names none or several."""
+    text = first_line(text)
     letter = choice_letter(text)
     if letter is not None and "ABCDEFGHIJ".index(letter) < len(item.choices):
         return "ABCDEFGHIJ".index(letter)

@@ -78,7 +78,8 @@ def test_answer_matching(match, answers, text, expected):
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("B", 1), ("The answer is C.", 2), ("(A) red", 0), ("green", 1), ("red or green", None), ("E", None), ("", None)],
+    [("B", 1), ("The answer is C.", 2), ("(A) red", 0), ("green", 1), ("red or green", None), ("E", None), ("", None),
+     (" C\nAnswer: B\nAnswer:", 2)],
 )
 def test_choice_from_generated_text(text, expected):
     item = ChoiceItem(id="0", question="Colour?", choices=["red", "green", "blue"], gold=1)
