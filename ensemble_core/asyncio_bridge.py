@@ -4,12 +4,26 @@ code, and iterate a blocking iterator from async code without blocking the event
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import queue
 import threading
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# Blocking member work (a local model's forward pass, a sync SDK call) runs here rather than in asyncio's
+# default pool, which has only cpu_count + 4 workers: an ensemble of many members under many concurrent
+# requests would otherwise queue behind it.
+_EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="llm-ensemble")
+
+
+async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`asyncio.to_thread` on the engine's own thread pool (context variables carried along)."""
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, call)
 
 _DONE = object()
 
@@ -91,7 +105,7 @@ async def aiterate_blocking(iterator: Iterator[T]) -> AsyncIterator[T]:
     """Iterate a blocking iterator from async code, each `next` in a worker thread."""
     try:
         while True:
-            item = await asyncio.to_thread(next, iterator, _DONE)
+            item = await to_thread(next, iterator, _DONE)
             if item is _DONE:
                 return
             yield item

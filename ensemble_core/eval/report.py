@@ -4,7 +4,6 @@ intervals, the oracle ceiling, cost per strategy; a paired test of the best ense
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timezone

@@ -6,7 +6,6 @@ natively, `agenerate`, `stream`, `astream`, `score`, `step_session`).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ensemble_core.asyncio_bridge import aiterate_blocking
+from ensemble_core.asyncio_bridge import aiterate_blocking, to_thread
 from ensemble_core.errors import CapabilityError, ConfigError
 from ensemble_core.members.breaker import BreakerPolicy, CircuitBreaker
 from ensemble_core.types import ContinuationScore, Delta, Generation, Request, Usage, tool_calls_to_chunks
@@ -114,7 +113,7 @@ class Member(ABC):
 
     async def agenerate(self, request: Request) -> Generation:
         """Async `generate`; the default runs the sync one in a worker thread so members run concurrently."""
-        return await asyncio.to_thread(self.generate, request)
+        return await to_thread(self.generate, request)
 
     def stream(self, request: Request) -> Iterator[Delta]:
         """Stream deltas; the last one has `final=True` with usage. Default: one delta from `generate`."""
@@ -132,7 +131,7 @@ class Member(ABC):
         raise NotImplementedError
 
     async def ascore(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
-        return await asyncio.to_thread(self.score, pairs)
+        return await to_thread(self.score, pairs)
 
     def format_prompt(self, request: Request) -> str:
         """The exact text this member is given for a chat request (its chat template or plain format), ending

@@ -18,10 +18,10 @@ from transformers.utils import logging as hf_logging
 
 from ensemble_core.errors import ContextWindowError
 from ensemble_core.members.base import Capability, Member, Price
+from ensemble_core.members.hf_generation import GenerationRun, MicroBatcher
 from ensemble_core.members.prompting import PLAIN_STOP, plain_prompt, template_messages, with_tools_in_system
 from ensemble_core.members.step import StepSession
-from ensemble_core.members.hf_generation import GenerationRun, MicroBatcher
-from ensemble_core.members.weights import convert_gguf, is_converted, converted_folder, locate
+from ensemble_core.members.weights import convert_gguf, converted_folder, is_converted, locate
 from ensemble_core.progress import reporting
 from ensemble_core.types import (
     ContinuationScore,

@@ -21,6 +21,7 @@ import httpx
 import openai
 from pydantic import SecretStr
 
+from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import CapabilityError, MemberError
 from ensemble_core.members.base import Capability, Member, Price
 from ensemble_core.members.prompt_logprobs import (
@@ -198,7 +199,7 @@ class OpenAICompatMember(Member):
         """`probe` without blocking the event loop (the first time it runs the sync probe in a thread)."""
         if self._alignment is not None:
             return self._alignment
-        return await asyncio.to_thread(self.probe)
+        return await to_thread(self.probe)
 
     def _probe_kwargs(self) -> dict[str, Any]:
         return {

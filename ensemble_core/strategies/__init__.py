@@ -7,7 +7,13 @@ from importlib import import_module
 from typing import Any
 
 from ensemble_core.strategies.base import Strategy
-from ensemble_core.strategies.registry import STRATEGIES, build_strategy, class_path, strategy_class, strategy_names
+from ensemble_core.strategies.registry import (
+    STRATEGIES,
+    build_strategy,
+    class_path,
+    strategy_class,
+    strategy_names,
+)
 
 __all__ = ["STRATEGIES", "Strategy", "build_strategy", "strategy_class", "strategy_names"]
 

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ensemble_core.errors import EmptyAnswerError, EnsembleError, MemberError
-from ensemble_core.members.breaker import CircuitOpenError
 from ensemble_core.members.base import Member
+from ensemble_core.members.breaker import CircuitOpenError
 from ensemble_core.types import (
     ContinuationScore,
     Delta,
+    FinishReason,
     Generation,
     MemberCall,
     Request,

@@ -13,7 +13,6 @@ or a cost budget per request. `save`/`load` write JSON and .npy arrays (no pickl
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
 from ensemble_core.scoring.conversation import embed_conversations
@@ -188,7 +188,7 @@ class LearnedRouter(Router):
         return order[:, 0]
 
     async def aroute(self, ctx: RunContext, request: Request) -> RoutingDecision:
-        predicted = (await asyncio.to_thread(self.predict, [request.messages]))[0]
+        predicted = (await to_thread(self.predict, [request.messages]))[0]
         chosen = self.choose(predicted[None, :])[0]
         scores = dict(zip(self._members, predicted.tolist()))
         others = sorted((n for n in self._members if n != self._members[chosen]), key=lambda n: -scores[n])

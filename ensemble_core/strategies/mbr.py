@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
+from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.scoring.answers import answer_text
 from ensemble_core.scoring.similarity import SIMILARITIES, SimilarityFn
 from ensemble_core.strategies.candidates import CandidateStrategy
@@ -39,7 +39,7 @@ class MBR(CandidateStrategy):
             return ctx.result(answers[0], reason="only one answer", mbr_scores=[1.0])
         similarity = SIMILARITIES[self.similarity] if isinstance(self.similarity, str) else self.similarity
         texts = [answer_text(a) for a in answers]
-        matrix = np.asarray(await asyncio.to_thread(similarity, texts), dtype=np.float64)
+        matrix = np.asarray(await to_thread(similarity, texts), dtype=np.float64)
         n = len(answers)
         scores = (matrix.sum(axis=1) - np.diag(matrix)) / (n - 1)
         best = int(np.argmax(scores))

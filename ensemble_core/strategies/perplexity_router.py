@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import MemberError
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.strategies.base import resolve_member
@@ -69,7 +70,7 @@ async def _perplexity(
 ) -> float | None:
     """exp(-log-probability per character or per token) of the member's own prompt text, or None when scoring
     failed (the failure is in the trace)."""
-    prompt = await asyncio.to_thread(member.format_prompt, request)
+    prompt = await to_thread(member.format_prompt, request)
     try:
         (score,) = await ctx.score(member, [("", prompt)], role="perplexity")
     except MemberError:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import ConfigError, MemberError
 from ensemble_core.members.base import Capability, Member, generation_to_deltas
 from ensemble_core.scoring.answers import answer_text
@@ -211,7 +212,7 @@ class _Comparer:
         assert self.ranker is not None
         if inspect.iscoroutinefunction(self.ranker):
             return float(await self.ranker(a, b, self.request))
-        return float(await asyncio.to_thread(self.ranker, a, b, self.request))
+        return float(await to_thread(self.ranker, a, b, self.request))
 
 
 async def rank(

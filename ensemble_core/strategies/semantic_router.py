@@ -4,13 +4,13 @@ conversation answers. The conversation is the recency-weighted mean of its user 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.members.base import Member
 from ensemble_core.scoring.conversation import embed_conversation
 from ensemble_core.scoring.embeddings import EmbedFn, default_embed, normalise
@@ -106,7 +106,7 @@ class SemanticRouter(Router):
         return dict(sorted(best.items(), key=lambda item: -item[1]))
 
     async def aroute(self, ctx: RunContext, request: Request) -> RoutingDecision:
-        scores = await asyncio.to_thread(self.similarities, request)
+        scores = await to_thread(self.similarities, request)
         ranking = list(scores)
         top, similarity = ranking[0], scores[ranking[0]]
         if self.default is not None and similarity < self.min_similarity:

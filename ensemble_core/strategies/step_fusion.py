@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import AllMembersFailedError, MemberError
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.scoring.continuations import score_candidates
@@ -160,7 +161,7 @@ async def _verify(verifier: Verifier, request: Request, steps: list[str], candid
     """A sync verifier runs in a worker thread (it may be slow); an async one is awaited."""
     if inspect.iscoroutinefunction(verifier):
         return float(await verifier(request, list(steps), candidate))
-    value = await asyncio.to_thread(verifier, request, list(steps), candidate)
+    value = await to_thread(verifier, request, list(steps), candidate)
     return float(await value if inspect.isawaitable(value) else value)
 
 

@@ -8,7 +8,6 @@ rows of one batch (`arun_batch`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import ClassVar, Literal
@@ -16,7 +15,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
-from ensemble_core.asyncio_bridge import aiterate_blocking
+from ensemble_core.asyncio_bridge import aiterate_blocking, to_thread
 from ensemble_core.errors import ConfigError
 from ensemble_core.fused_decoding import FusedDecoding, RowOutcome, member_alignment, require_tokenizer
 from ensemble_core.members.base import Capability, Member
@@ -113,7 +112,7 @@ class TokenFusion(Strategy):
         start = time.perf_counter()
         decoding, note = await self._open(ctxs[0], requests)
         try:
-            outcomes = await asyncio.to_thread(decoding.run)
+            outcomes = await to_thread(decoding.run)
         finally:
             decoding.close()
         latency = time.perf_counter() - start
@@ -141,8 +140,8 @@ class TokenFusion(Strategy):
     async def _open(self, ctx: RunContext, requests: Sequence[Request]) -> tuple[FusedDecoding, str | None]:
         """The weights of each request and a decoding of them all, ready to step (prompts read, caches filled)."""
         members = self.members_used(list(ctx.members.values()))
-        weights, note = await asyncio.to_thread(self.request_weights, members, requests)
-        decoding = await asyncio.to_thread(
+        weights, note = await to_thread(self.request_weights, members, requests)
+        decoding = await to_thread(
             FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens
         )
         return decoding, note
