@@ -24,11 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
-from ensemble_core.scoring.conversation import embed_conversations
-from ensemble_core.scoring.embeddings import EmbedFn, default_embed
 from ensemble_core.strategies.base import resolve_member
 from ensemble_core.strategies.context import RunContext
-from ensemble_core.strategies.routing import Router, RoutingDecision
+from ensemble_core.strategies.routing import EmbeddingRouter, RoutingDecision
 from ensemble_core.types import Message, MessagesLike, Request, to_messages
 
 FORMAT_VERSION = 1
@@ -71,7 +69,7 @@ class OperatingPoint(BaseModel):
     shares: dict[str, float] = Field(description="share of requests sent to each member")
 
 
-class LearnedRouter(Router):
+class LearnedRouter(EmbeddingRouter):
     """Route to the cheapest member whose predicted quality is within `threshold` of the best predicted.
     Use: `router.fit(train_records)`, `router.calibrate(dev_records, target=0.3)`, `router.save(folder)`;
     later `LearnedRouter.load(folder)` or the config `{"strategy": "learned-router", "path": folder}`."""
@@ -95,16 +93,6 @@ class LearnedRouter(Router):
     )
     threshold: float = Field(
         default=0.0, ge=0.0, description="quality a cheaper member may lose against the best prediction"
-    )
-    recency_decay: float = Field(
-        default=0.5,
-        ge=0.0,
-        le=1.0,
-        description="weight of each older user turn relative to the next (0: last only)",
-    )
-    max_turns: int = Field(default=4, ge=1, description="how many of the newest user turns are embedded")
-    embed: EmbedFn | None = Field(
-        default=None, exclude=True, description="texts -> [n, d] array; default: packaged all-MiniLM-L6-v2"
     )
     _members: list[str] = PrivateAttr(default_factory=list)
     _costs: np.ndarray | None = PrivateAttr(default=None)
@@ -140,13 +128,8 @@ class LearnedRouter(Router):
         self._members = members
         self._quality = quality
         self._costs = costs.mean(axis=0)
-        self._embeddings = self._embed([r.conversation for r in records])
+        self._embeddings = self.embed_conversations([r.conversation for r in records])
         return self
-
-    def _embed(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
-        return embed_conversations(
-            conversations, self.embed or default_embed, decay=self.recency_decay, max_turns=self.max_turns
-        )
 
     def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._embeddings is None or self._quality is None or self._costs is None:
@@ -158,7 +141,7 @@ class LearnedRouter(Router):
     # prediction and decision ---------------------------------------------------------------------------------
     def predict(self, conversations: Sequence[MessagesLike]) -> np.ndarray:
         """Predicted quality, shape [len(conversations), members] (columns in `member_names` order)."""
-        return self._predict_vectors(self._embed([to_messages(c) for c in conversations]))
+        return self._predict_vectors(self.embed_conversations([to_messages(c) for c in conversations]))
 
     def _predict_vectors(self, queries: np.ndarray) -> np.ndarray:
         _, embeddings, quality = self._fitted()

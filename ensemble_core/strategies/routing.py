@@ -5,16 +5,19 @@ and tool messages pass through untouched: the chosen member sees the request as 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ensemble_core.errors import AllMembersFailedError, MemberError
 from ensemble_core.members.base import Member
+from ensemble_core.scoring.conversation import embed_conversations
+from ensemble_core.scoring.embeddings import EmbedFn, default_embed
 from ensemble_core.strategies.base import Strategy
 from ensemble_core.strategies.context import RunContext
-from ensemble_core.types import Delta, Request, Result
+from ensemble_core.types import Delta, Message, Request, Result
 
 
 class RoutingDecision(BaseModel):
@@ -75,6 +78,31 @@ class Router(Strategy):
             )
             return
         raise AllMembersFailedError(errors)
+
+
+class EmbeddingRouter(Router):
+    """A router that reads a conversation as one embedding: its newest user turns, recent ones weighing more,
+    so a follow-up question is routed with its thread."""
+
+    recency_decay: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="weight of each older user turn relative to the next (0: last only)",
+    )
+    max_turns: int = Field(default=4, ge=1, description="how many of the newest user turns are embedded")
+    embed: EmbedFn | None = Field(
+        default=None, exclude=True, description="texts -> [n, d] array; default: packaged all-MiniLM-L6-v2"
+    )
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray((self.embed or default_embed)(texts), dtype=np.float64)
+
+    def embed_conversations(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
+        """One unit vector per conversation (see `scoring.conversation.embed_conversations`)."""
+        return embed_conversations(
+            conversations, self.embed or default_embed, decay=self.recency_decay, max_turns=self.max_turns
+        )
 
 
 def _reason(decision: RoutingDecision, member: Member, errors: dict[str, BaseException]) -> str:

@@ -12,11 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.members.base import Member
-from ensemble_core.scoring.conversation import embed_conversation
-from ensemble_core.scoring.embeddings import EmbedFn, default_embed, normalise
+from ensemble_core.scoring.embeddings import normalise
 from ensemble_core.strategies.base import resolve_member
 from ensemble_core.strategies.context import RunContext
-from ensemble_core.strategies.routing import Router, RoutingDecision
+from ensemble_core.strategies.routing import EmbeddingRouter, RoutingDecision
 from ensemble_core.types import Request
 
 
@@ -42,7 +41,7 @@ class SemanticRoute(BaseModel):
         return [t for t in [self.description, *self.examples] if t.strip()]
 
 
-class SemanticRouter(Router):
+class SemanticRouter(EmbeddingRouter):
     """Route by cosine similarity between the conversation and each member's description or examples (the
     best-matching text counts); below `min_similarity` the `default` member answers."""
 
@@ -58,16 +57,6 @@ class SemanticRouter(Router):
         ge=-1.0,
         le=1.0,
         description="cosine under which the default member answers (needs `default`)",
-    )
-    recency_decay: float = Field(
-        default=0.5,
-        ge=0.0,
-        le=1.0,
-        description="weight of each older user turn relative to the next (0: last only)",
-    )
-    max_turns: int = Field(default=4, ge=1, description="how many of the newest user turns are embedded")
-    embed: EmbedFn | None = Field(
-        default=None, exclude=True, description="texts -> [n, d] array; default: packaged all-MiniLM-L6-v2"
     )
     _route_vectors: np.ndarray | None = PrivateAttr(default=None)
 
@@ -87,17 +76,12 @@ class SemanticRouter(Router):
         """Unit embeddings of every route text, in route order; computed once and cached."""
         if self._route_vectors is None:
             texts = [text for route in self.routes for text in route.texts]
-            self._route_vectors = normalise(
-                np.asarray((self.embed or default_embed)(texts), dtype=np.float64)
-            )
+            self._route_vectors = normalise(self.embed_texts(texts))
         return self._route_vectors
 
     def similarities(self, request: Request) -> dict[str, float]:
         """Each routed member's best cosine similarity to the conversation, most similar first."""
-        embed = self.embed or default_embed
-        query = embed_conversation(
-            request.messages, embed, decay=self.recency_decay, max_turns=self.max_turns
-        )
+        query = self.embed_conversations([request.messages])[0]
         cosines = iter(self.route_vectors() @ query)
         best: dict[str, float] = {}
         for route in self.routes:
