@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoTokenizer
 
 from ensemble_core import Ensemble
 from ensemble_core.alignment import align
@@ -20,28 +19,10 @@ from ensemble_core.scoring.packllm import FusedPromptPerplexity
 from ensemble_core.scoring.perplexity import prompt_perplexities
 from ensemble_core.strategies import TokenFusion
 from ensemble_core.strategies.token_fusion import prompt_text
-from tests.unit.tiny_models import CHAT_TEMPLATE, tiny_llama
+from tests.unit.tiny_models import byte_tokenizer, tiny_llama
 
 PROMPT = "hello there"
 MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("l", "l"), ("e", "r"), ("Ġ", "a"), ("o", "n")]
-
-
-def merged_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE with a few merges: it has tokens (" the", "ll") that the plain byte tokenizer lacks,
-    and its special tokens sit at other ids."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    merged = ["".join(pair) for pair in MERGES]
-    specials = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(alphabet + merged + specials)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=MERGES))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +34,14 @@ def tiny_pair(tmp_path_factory, tiny_member):
 
 @pytest.fixture(scope="module")
 def merged_member(tmp_path_factory):
-    """A tiny model whose tokenizer differs from the byte tokenizer (merges, other special ids)."""
-    folder = tmp_path_factory.mktemp("tiny-merged")
-    torch.manual_seed(2)
-    tok = merged_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
+    """A tiny model whose tokenizer differs from the byte tokenizer: it has tokens (" the", "ll") that the
+    plain byte tokenizer lacks, and its special tokens sit at other ids."""
+    folder = tiny_llama(tmp_path_factory.mktemp("tiny-merged"), seed=2, tokenizer=merged_tokenizer())
     return HFMember(folder, name="merged")
+
+
+def merged_tokenizer():
+    return byte_tokenizer(merges=MERGES)
 
 
 def fused(members, **fields) -> Ensemble:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -14,12 +15,17 @@ CHAT_TEMPLATE = (
 )
 
 
-def byte_tokenizer(chat_template: str | None = CHAT_TEMPLATE) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with no merges: one token per byte, plus special tokens."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
+def byte_tokenizer(
+    chat_template: str | None = CHAT_TEMPLATE, merges: Sequence[tuple[str, str]] = ()
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer: one token per byte plus special tokens; with `merges`, also the merged
+    tokens, and the special tokens at the end (other ids than the plain one: a different tokenizer)."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    vocab = {tok: i for i, tok in enumerate(specials + sorted(alphabet))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    merged = ["".join(pair) for pair in merges]
+    order = alphabet + merged + specials if merges else specials + alphabet
+    vocab = {tok: i for i, tok in enumerate(order)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=list(merges)))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(
@@ -31,10 +37,15 @@ def byte_tokenizer(chat_template: str | None = CHAT_TEMPLATE) -> PreTrainedToken
     return fast
 
 
-def tiny_llama(folder: Path, seed: int = 0, chat_template: str | None = CHAT_TEMPLATE) -> Path:
-    """Save a 2-layer random Llama with the byte tokenizer into `folder` (safetensors) and return it."""
+def tiny_llama(
+    folder: Path,
+    seed: int = 0,
+    chat_template: str | None = CHAT_TEMPLATE,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+) -> Path:
+    """Save a 2-layer random Llama with the byte tokenizer (or `tokenizer`) into `folder` and return it."""
     torch.manual_seed(seed)
-    tok = byte_tokenizer(chat_template)
+    tok = tokenizer or byte_tokenizer(chat_template)
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=32,
