@@ -36,12 +36,8 @@ def tiny_pair(tmp_path_factory, tiny_member):
 def merged_member(tmp_path_factory):
     """A tiny model whose tokenizer differs from the byte tokenizer: it has tokens (" the", "ll") that the
     plain byte tokenizer lacks, and its special tokens sit at other ids."""
-    folder = tiny_llama(tmp_path_factory.mktemp("tiny-merged"), seed=2, tokenizer=merged_tokenizer())
+    folder = tiny_llama(tmp_path_factory.mktemp("tiny-merged"), seed=2, tokenizer=byte_tokenizer(merges=MERGES))
     return HFMember(folder, name="merged")
-
-
-def merged_tokenizer():
-    return byte_tokenizer(merges=MERGES)
 
 
 def fused(members, **fields) -> Ensemble:
