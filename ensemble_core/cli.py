@@ -178,20 +178,19 @@ def chat(
 
 
 @app.command()
-def strategies() -> None:
-    """List the registered strategies, their papers and their parameters."""
-    from ensemble_core.strategies.registry import strategy_class, strategy_names
+def strategies(
+    markdown: Annotated[bool, typer.Option("--markdown", help="print the Markdown source (docs/STRATEGIES.md)")] = False,
+) -> None:
+    """List the registered strategies, their papers, what they need and their parameters."""
+    from rich.markdown import Markdown
 
-    for name in strategy_names():
-        cls = strategy_class(name)
-        out.print(f"[bold]{name}[/bold] ({cls.__name__}): {cls.summary}")
-        if cls.paper:
-            out.print(f"  paper: {cls.paper}")
-        out.print(f"  needs: {', '.join(sorted(c.value for c in cls.requires))}")
-        for field_name, field in cls.model_fields.items():
-            default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
-            out.print(f"  --param {field_name}=…  {field.description or ''} ({default})")
+    from ensemble_core.strategies.reference import strategy_reference
 
+    text = strategy_reference()
+    if markdown:
+        print(text, end="")
+    else:
+        out.print(Markdown(text))
 
 
 @app.command()
