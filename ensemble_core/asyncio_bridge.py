@@ -9,7 +9,7 @@ import functools
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -102,17 +102,24 @@ def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
 
 
 async def aiterate_blocking(iterator: Iterator[T]) -> AsyncIterator[T]:
-    """Iterate a blocking iterator from async code, each `next` in a worker thread."""
+    """Iterate a blocking iterator from async code, each `next` on the engine's thread pool. When the consumer
+    stops early (or is cancelled), the iterator is closed, after its `next` in flight returns if need be, so
+    a generator's cleanup (e.g. ending a model's generation) always runs."""
+    pending: Future[Any] | None = None
     try:
         while True:
-            item = await to_thread(next, iterator, _DONE)
+            pending = _EXECUTOR.submit(contextvars.copy_context().run, next, iterator, _DONE)
+            item = await asyncio.wrap_future(pending)
             if item is _DONE:
                 return
             yield item
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
-            close()
+            if pending is not None and not pending.done():
+                pending.add_done_callback(lambda _: close())
+            else:
+                close()
 
 
 class _Raised:

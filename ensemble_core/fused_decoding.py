@@ -7,6 +7,7 @@ A member that fails, or whose stepping time passes its `timeout_s`, is dropped a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,7 @@ class FusedDecoding:
         ]
         self.chosen: list[list[int]] = [[] for _ in range(rows)]  # union ids of each row's answer
         self.active = [True] * rows
+        self.cancelled = threading.Event()
         self.sessions: dict[int, StepSession] = {}
         for i, member in enumerate(self.members):
             self._guard(i, lambda i=i, member=member: self._open(i, member))
@@ -164,7 +166,7 @@ class FusedDecoding:
         max_tokens = [r.params.max_tokens for r in self.requests]
         generators = [generator_for(r.params, torch.device("cpu")) for r in self.requests]
         params = [r.params for r in self.requests]
-        while any(self.active):
+        while any(self.active) and not self.cancelled.is_set():
             alive, weights = self.live_weights()
             start = time.perf_counter()
             logprobs = [self.sessions[i].logprobs() for i in alive]

@@ -8,6 +8,8 @@ rows of one batch (`arun_batch`).
 
 from __future__ import annotations
 
+import asyncio
+
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import ClassVar, Literal
@@ -113,8 +115,10 @@ class TokenFusion(Strategy):
         decoding, note = await self._open(ctxs[0], requests)
         try:
             outcomes = await to_thread(decoding.run)
-        finally:
-            decoding.close()
+        except asyncio.CancelledError:
+            decoding.cancelled.set()  # the caller went away: the stepping thread stops at the next token
+            raise
+        decoding.close()
         latency = time.perf_counter() - start
         return [
             self._result(ctx, request, decoding, row, outcome, latency, note)

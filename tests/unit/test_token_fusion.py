@@ -288,3 +288,30 @@ def test_end_of_sequence_ids_share_one_union_slot_and_the_alignment_is_cached(re
     assert int(real_alignment.to_union[1][gemma.eos_token_id]) in eos
     again = align([smol, gemma], [[smol.convert_tokens_to_ids("<|im_end|>")], [gemma.eos_token_id]])
     assert again is real_alignment
+
+
+async def test_a_cancelled_fusion_stops_stepping(tiny_pair):
+    import asyncio
+
+    counts = {"steps": 0}
+    session_cls = type(tiny_pair[0].step_session(["x"]))
+    original = session_cls.advance
+
+    def counting(self, token_ids):
+        counts["steps"] += 1
+        return original(self, token_ids)
+
+    session_cls.advance = counting
+    try:
+        task = asyncio.ensure_future(fused(tiny_pair).arun("hello", max_tokens=200))
+        while counts["steps"] < 4:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.3)
+        settled = counts["steps"]
+        await asyncio.sleep(0.3)
+        assert counts["steps"] == settled < 2 * 200
+    finally:
+        session_cls.advance = original
