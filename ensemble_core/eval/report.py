@@ -231,7 +231,7 @@ def plot(summary: Summary, out: Path) -> list[Path]:
 
     written = []
     rows = summary.strategies
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.2))
     colours = {"loglik": "tab:blue", "routed": "tab:green", "generate": "tab:orange"}
     for y, row in enumerate(rows):
         ax.barh(y, 100 * row.accuracy, color=colours.get(row.protocol, "grey"), alpha=0.8 if row.single else 1.0,
@@ -245,7 +245,7 @@ def plot(summary: Summary, out: Path) -> list[Path]:
     ax.set_yticks(range(len(rows)), [f"{r.strategy} [{r.protocol}]" for r in rows])
     ax.set_xlabel("accuracy % (95% Wilson interval)")
     ax.set_title(f"{summary.dataset} ({rows[0].n if rows else 0} items)")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / (len(rows) + 3)), ncol=2, fontsize="small")
     fig.tight_layout()
     written.append(out / "accuracy.png")
     fig.savefig(written[-1], dpi=120)
@@ -261,7 +261,7 @@ def plot(summary: Summary, out: Path) -> list[Path]:
         ax.set_xlabel("mean seconds per item (member scoring, measured)")
         ax.set_ylabel("accuracy %")
         ax.set_title(f"{summary.dataset}: quality vs cost")
-        ax.legend(fontsize="small")
+        ax.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
         written.append(out / "cost_quality.png")
         fig.savefig(written[-1], dpi=120)
