@@ -1,7 +1,8 @@
 """Per-token cost of `HFMember.step` at sequence position ~10 and ~400 for the default members.
 
 With the KV cache a step costs O(1) in the sequence length: the ratio should stay near 1 (issue: within 1.5x).
-Run: python benchmarks/step_cost.py [--steps 30]
+The two sessions advance in turn, one token each, so load from other processes hits both alike.
+Run: python benchmarks/step_cost.py [--steps 30] [--threads N]
 """
 
 from __future__ import annotations
@@ -10,33 +11,42 @@ import argparse
 import statistics
 import time
 
+import torch
+
 from ensemble_core.defaults import default_members
 
 
-def median_step_seconds(member, prompt_tokens: int, steps: int) -> float:
-    """Median wall time of one `advance` by one token after a prompt of `prompt_tokens` tokens."""
-    filler = member.tokenizer.decode(member.encode_text("the quick brown fox jumps over the lazy dog " * 200))
-    ids = member.encode_text(filler)[:prompt_tokens]
-    session = member.step_session([member.tokenizer.decode(ids, skip_special_tokens=True)])
-    times = []
+def session_at(member, position: int):  # noqa: ANN001, ANN201
+    """A step session whose prompt is `position` tokens of filler text."""
+    ids = member.encode_text("the quick brown fox jumps over the lazy dog " * 200)[:position]
+    return member.step_session([member.tokenizer.decode(ids, skip_special_tokens=True)])
+
+
+def interleaved_step_seconds(member, positions: list[int], steps: int) -> list[float]:  # noqa: ANN001
+    """Median wall time of one `advance` by one token in a session at each position, stepped in turn."""
+    sessions = [session_at(member, p) for p in positions]
+    times: list[list[float]] = [[] for _ in positions]
     for _ in range(steps):
-        token = int(session.logprobs()[0].argmax())
-        start = time.perf_counter()
-        session.advance([[token]])
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for session, acc in zip(sessions, times):
+            token = int(session.logprobs()[0].argmax())
+            start = time.perf_counter()
+            session.advance([[token]])
+            acc.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"{'member':10} {'pos 10 (ms)':>12} {'pos 400 (ms)':>13} {'ratio':>6}")
     for member in default_members():
         member.load()
-        median_step_seconds(member, 10, 3)  # warm-up
-        short = median_step_seconds(member, 10, args.steps)
-        long = median_step_seconds(member, 400, args.steps)
+        interleaved_step_seconds(member, [10], 3)  # warm-up
+        short, long = interleaved_step_seconds(member, [10, 400], args.steps)
         print(f"{member.name:10} {short * 1e3:12.1f} {long * 1e3:13.1f} {long / short:6.2f}")
 
 
