@@ -33,15 +33,15 @@ class StrategySpec(BaseModel):
 
 
 def split_top_level(text: str) -> list[str]:
-    """Split on commas that are not inside brackets."""
+    """Split on commas that are not inside brackets or braces (YAML values may hold lists and mappings)."""
     parts, depth, current = [], 0, []
     for char in text:
-        if char == "[":
+        if char in "[{":
             depth += 1
-        elif char == "]":
+        elif char in "]}":
             depth -= 1
             if depth < 0:
-                raise ConfigError(f"strategy specs {text!r}: a ']' without its '['")
+                raise ConfigError(f"strategy specs {text!r}: a {char!r} without its opening bracket")
         if char == "," and depth == 0:
             parts.append("".join(current))
             current = []

@@ -76,8 +76,12 @@ def test_packllm_sim_trusts_the_member_that_finds_the_prompt_less_surprising():
 
 
 def test_specs_parse_members_and_bracketed_params():
-    specs = parse_specs("single:smollm2, choice-ensemble[weights=packllm-sim,temperature=0.5],fallback[order=[b, a]]")
-    assert [s.name for s in specs] == ["single", "choice-ensemble", "fallback"]
+    specs = parse_specs(
+        "single:smollm2, choice-ensemble[weights=packllm-sim,temperature=0.5],fallback[order=[b, a]],"
+        "choice-ensemble[weights={a: 0.2, b: 0.8}]"
+    )
+    assert [s.name for s in specs] == ["single", "choice-ensemble", "fallback", "choice-ensemble"]
+    assert specs[3].params == {"weights": {"a": 0.2, "b": 0.8}}
     assert specs[0].params == {"member": "smollm2"}
     assert specs[1].params == {"weights": "packllm-sim", "temperature": 0.5}
     assert specs[2].params == {"order": ["b", "a"]}
