@@ -47,6 +47,15 @@ def test_loglik_targets_and_choice_ensemble(tmp_path, pair):
     assert all(by[("choice-ensemble", str(i))].calls == 2 for i in range(6))
 
 
+def test_routers_are_judged_by_the_loglik_answer_of_the_member_they_pick(tmp_path, pair):
+    evaluation = Evaluation(_choice_set(), pair, parse_specs("single:tiny2,rule-router[default=tiny2]"), tmp_path)
+    assert [t.protocol for t in evaluation.targets] == ["loglik", "routed"]
+    results = evaluation.run()
+    single = {r.id: r.pred for r in results if r.strategy == "single:tiny2"}
+    routed = [r for r in results if r.protocol == "routed"]
+    assert {r.chosen for r in routed} == {"tiny2"} and {r.id: r.pred for r in routed} == single
+
+
 def test_scoring_workers_give_the_same_results(tmp_path, pair):
     one = Evaluation(_choice_set(8), pair, parse_specs("single:tiny,single:tiny2"), tmp_path / "one").run()
     two = Evaluation(_choice_set(8), pair, parse_specs("single:tiny,single:tiny2"), tmp_path / "two",
@@ -57,11 +66,11 @@ def test_scoring_workers_give_the_same_results(tmp_path, pair):
 
 def test_generate_protocol_adds_single_baselines_and_extracts_letters(tmp_path):
     members = [ScriptedMember("a", _letter_for_gold), ScriptedMember("b", ["C"])]
-    evaluation = Evaluation(_choice_set(), members, parse_specs("fallback"), tmp_path)
+    evaluation = Evaluation(_choice_set(), members, parse_specs("vote[candidates=[a]]"), tmp_path)
     labels = [t.label for t in evaluation.targets]
-    assert labels == ["fallback", "single:a (generate)", "single:b (generate)"]
+    assert labels == ["vote[candidates=[a]]", "single:a (generate)", "single:b (generate)"]
     results = {(r.strategy, r.id): r for r in evaluation.run()}
-    assert [results[("fallback", str(i))].correct for i in range(6)] == [True, False, True, True, True, False]
+    assert [results[("vote[candidates=[a]]", str(i))].correct for i in range(6)] == [True, False, True, True, True, False]
     assert results[("single:b (generate)", "2")].pred == 2 and results[("single:b (generate)", "2")].correct
 
 
