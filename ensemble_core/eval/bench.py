@@ -16,8 +16,10 @@ import importlib.util
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from pydantic import BaseModel, Field
@@ -30,6 +32,7 @@ from ensemble_core.strategies.registry import STRATEGIES, strategy_class
 from ensemble_core.types import Message, Params, Request
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 _DELAYS = {"a": 0.10, "b": 0.20, "c": 0.30}
 _QUESTION = "What is the capital of France? Answer in one sentence."
 # Parameters a strategy needs to run on scripted members (which cannot score): a constant pairwise ranker.
@@ -57,10 +60,11 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _cpu_timed(fn: Callable[[], object]) -> float:
+def _cpu_collect(results: Iterable[T]) -> tuple[list[T], float]:
+    """Consume an iterator; its items and the process CPU seconds it took."""
     start = time.process_time()
-    fn()
-    return time.process_time() - start
+    items = list(results)
+    return items, time.process_time() - start
 
 
 def bench_scoring(members: list[Member], items: int, data_dir: Path | None) -> list[Figure]:
@@ -73,10 +77,8 @@ def bench_scoring(members: list[Member], items: int, data_dir: Path | None) -> l
         data = load_dataset(set_name, data_dir_path=data_dir, limit=items).items
         for member in members:
             list(score_items(member, data[:2]))  # warm-up
-            shared_out: list = []
-            flat_out: list = []
-            shared = _cpu_timed(lambda: shared_out.extend(score_items(member, data, with_prompt=False)))
-            flat = _cpu_timed(lambda: flat_out.extend(score_items(member, data, shared_prompt=False, with_prompt=False)))
+            shared_out, shared = _cpu_collect(score_items(member, data, with_prompt=False))
+            flat_out, flat = _cpu_collect(score_items(member, data, shared_prompt=False, with_prompt=False))
             same = all(a.prediction("chars") == b.prediction("chars") for (_, a), (_, b) in zip(shared_out, flat_out))
             figures.append(Figure(
                 section="scoring", name=f"{set_name} {member.name}: per-choice batch / shared prompt (CPU time)",
@@ -127,7 +129,7 @@ def bench_concurrency(repeats: int = 3) -> tuple[list[Figure], dict[str, str]]:
         try:
             ensemble = Ensemble(members, name, **_SCRIPTED_PARAMS.get(name, {}))
             ensemble.run(_QUESTION)
-            times = [_timed(lambda: ensemble.run(_QUESTION)) for _ in range(repeats)]
+            times = [_timed(partial(ensemble.run, _QUESTION)) for _ in range(repeats)]
         except (EnsembleError, NotImplementedError, TypeError, ValueError) as err:
             skipped[f"concurrency {name}"] = f"{type(err).__name__}: {err}"[:200]
             continue
@@ -145,8 +147,8 @@ def bench_adapter(calls: int = 200) -> list[Figure]:
     chat = EnsembleChatModel(ensemble=ensemble)
     ensemble.run(_QUESTION)
     chat.invoke(_QUESTION)
-    engine = statistics.median(_timed(lambda: ensemble.run(_QUESTION)) for _ in range(calls))
-    adapter = statistics.median(_timed(lambda: chat.invoke(_QUESTION)) for _ in range(calls))
+    engine = statistics.median(_timed(partial(ensemble.run, _QUESTION)) for _ in range(calls))
+    adapter = statistics.median(_timed(partial(chat.invoke, _QUESTION)) for _ in range(calls))
     return [Figure(section="adapter", name="EnsembleChatModel.invoke / Ensemble.run", value=adapter / engine, unit="x",
                    detail=f"median of {calls}: invoke {adapter * 1000:.2f} ms, run {engine * 1000:.2f} ms "
                    f"(+{(adapter - engine) * 1000:.2f} ms per call)")]

@@ -6,7 +6,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -44,7 +44,7 @@ def _command_line() -> str:
 def eval_command(
     data: Annotated[str, typer.Option("--data", "-d", help="a public set (arc_easy, piqa, hellaswag, ...) or a JSONL file")],
     strategies: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--strategies", "-s",
             help="comma-separated specs: single:MEMBER, choice-ensemble\\[weights=packllm-sim], any registered "
@@ -53,12 +53,12 @@ def eval_command(
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="the first N items (0: all)")] = 500,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report folder (also the resume cache)")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="folder of the public sets")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="ensemble config whose members to use")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder (also the resume cache)")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the public sets")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="ensemble config whose members to use")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for sampling, shuffles and bootstrap")] = 0,
     norm: Annotated[str, typer.Option("--norm", help="normalise choice log-likelihood by chars, bytes or none")] = "chars",
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="answer length for generating strategies")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="answer length for generating strategies")] = None,
     protocol: Annotated[
         str, typer.Option("--protocol", help="multiple choice: auto (log-likelihood where it applies) or generate")
     ] = "auto",
@@ -136,12 +136,12 @@ class _progress:
 
 
 def bench_command(
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write the figures as JSON here")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="also write the figures as JSON here")] = None,
     items: Annotated[int, typer.Option("--items", help="multiple-choice items for the scoring benchmark")] = 40,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="tokens generated per call")] = 32,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="folder of the public sets")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the public sets")] = None,
     skip: Annotated[
-        Optional[str], typer.Option("--skip", help="comma-separated sections to skip: scoring,fusion,concurrency,adapter,memory,gpu")
+        str | None, typer.Option("--skip", help="comma-separated sections to skip: scoring,fusion,concurrency,adapter,memory,gpu")
     ] = None,
 ) -> None:
     """Speed and overhead as ratios measured in one run: choice scoring paths, token fusion vs the members'

@@ -108,7 +108,7 @@ def _lambada(i: int, row: dict[str, Any]) -> Item:
     )
 
 
-_TRIVIA_QUESTION = re.compile(r"^\s*Question:\s*(.*?)\s*(?:\n\s*Answer:\s*)?$", re.S)
+_TRIVIA_QUESTION = re.compile(r"^\s*Question:\s*(.*?)\s*(?:\n\s*Answer:\s*)?$", re.DOTALL)
 
 
 def _triviaqa(i: int, row: dict[str, Any]) -> Item:
