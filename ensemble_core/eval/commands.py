@@ -53,7 +53,7 @@ def eval_command(
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="the first N items (0: all)")] = 500,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder (also the resume cache)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder, also the resume cache (default: reports/eval/SET)")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the public sets")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="ensemble config whose members to use")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for sampling, shuffles and bootstrap")] = 0,
@@ -87,7 +87,7 @@ def eval_command(
         spec_text = strategies or ",".join(
             [f"single:{n}" for n in names] + ["choice-ensemble", "choice-ensemble[weights=packllm-sim]"]
         )
-        folder = out or Path("eval-results") / dataset.name
+        folder = out or Path("reports") / "eval" / dataset.name
         evaluation = Evaluation(
             dataset, members, parse_specs(spec_text), folder, seed=seed, norm=norm,  # type: ignore[arg-type]
             max_tokens=max_tokens, mc_protocol=protocol, workers=workers,  # type: ignore[arg-type]
