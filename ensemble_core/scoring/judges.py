@@ -82,17 +82,17 @@ async def self_verification(ctx: RunContext, member: Member, request: Request, a
 
 def pairwise_prompt(judge: Member, request: Request, first: str, second: str) -> str:
     """The judge's prompt text comparing candidate A (`first`) with candidate B (`second`)."""
-    conversation = render_conversation(request.messages)
-    mark = boundary([conversation, first, second])
-    body = "\n\n".join(
-        [
-            quote("CONVERSATION", conversation, mark),
-            quote("CANDIDATE A", first, mark),
-            quote("CANDIDATE B", second, mark),
-            "Which candidate answers the last user message better? Reply with A or B.",
-        ]
-    )
-    messages = [Message(role="system", content=PAIRWISE_SYSTEM), Message(role="user", content=body)]
+    sections = [("CONVERSATION", render_conversation(request.messages)), ("CANDIDATE A", first), ("CANDIDATE B", second)]
+    question = "Which candidate answers the last user message better? Reply with A or B."
+    return quoted_prompt(judge, PAIRWISE_SYSTEM, sections, question)
+
+
+def quoted_prompt(judge: Member, system: str, sections: Sequence[tuple[str, str]], question: str) -> str:
+    """A judge's prompt in its own format: untrusted texts quoted between markers they cannot forge, then
+    the question; the system message says that quoted text is data, never instructions."""
+    mark = boundary([text for _, text in sections])
+    body = "\n\n".join([*(quote(title, text, mark) for title, text in sections), question])
+    messages = [Message(role="system", content=system), Message(role="user", content=body)]
     return judge.format_prompt(Request(messages=messages))
 
 

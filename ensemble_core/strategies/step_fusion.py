@@ -18,7 +18,7 @@ from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import AllMembersFailedError, MemberError
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.scoring.continuations import score_candidates
-from ensemble_core.scoring.judges import boundary, option_probabilities, quote, render_conversation
+from ensemble_core.scoring.judges import option_probabilities, quoted_prompt, render_conversation
 from ensemble_core.strategies.base import resolve_member
 from ensemble_core.strategies.context import RunContext
 from ensemble_core.strategies.span_fusion import Choice, Proposal, ProposalFusion
@@ -167,19 +167,12 @@ async def _verify(verifier: Verifier, request: Request, steps: list[str], candid
 
 def step_judge_prompt(judge: Member, request: Request, steps: Sequence[str], candidate: str) -> str:
     """The judge's prompt (its own format): the problem, the steps so far and the proposed step, quoted."""
-    problem = render_conversation([m for m in request.messages if m.role != "system"])
-    so_far = "\n".join(steps) or "(none yet)"
-    mark = boundary([problem, so_far, candidate])
-    body = "\n\n".join(
-        [
-            quote("PROBLEM", problem, mark),
-            quote("STEPS SO FAR", so_far, mark),
-            quote("PROPOSED NEXT STEP", candidate, mark),
-            "Is the proposed next step correct? Reply with Yes or No.",
-        ]
-    )
-    messages = [Message(role="system", content=JUDGE_SYSTEM), Message(role="user", content=body)]
-    return judge.format_prompt(Request(messages=messages))
+    sections = [
+        ("PROBLEM", render_conversation([m for m in request.messages if m.role != "system"])),
+        ("STEPS SO FAR", "\n".join(steps) or "(none yet)"),
+        ("PROPOSED NEXT STEP", candidate),
+    ]
+    return quoted_prompt(judge, JUDGE_SYSTEM, sections, "Is the proposed next step correct? Reply with Yes or No.")
 
 
 def with_hint(request: Request, hint: str | None) -> Request:
