@@ -9,7 +9,6 @@ rows of one batch (`arun_batch`).
 from __future__ import annotations
 
 import asyncio
-
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import ClassVar, Literal
