@@ -67,7 +67,10 @@ class LlamaServer:
             self.port = free_port()
             command = [
                 sys.executable, "-m", "llama_cpp.server", "--model", str(self.model),
-                "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args,
+                "--host", "127.0.0.1", "--port", str(self.port),
+                # serve concurrent requests in turn, as serving engines do (llama-cpp-python's default
+                # interrupts a running stream when a new request arrives)
+                "--interrupt_requests", "False", *self.extra_args,
             ]  # fmt: skip
             if self.chat_format:
                 command += ["--chat_format", self.chat_format]

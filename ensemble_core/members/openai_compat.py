@@ -429,7 +429,11 @@ class _StreamReader:
         return ToolCallChunk(index=call.index, id=new_id, name=new_name, arguments=arguments)
 
     def finish(self) -> Delta:
-        """The final delta; a tool call whose joined arguments are not a JSON object fails the member."""
+        """The final delta. A stream that ended without a finish reason was cut off (a server that interrupts a
+        stream for a newer request, a dropped connection): that fails the member rather than passing a
+        truncated answer on as whole. A tool call whose joined arguments are not a JSON object fails it too."""
+        if self.finish_reason is None:
+            raise MemberError(self.member, "the server ended the stream without a finish reason (cut off)")
         for index, arguments in self.arguments.items():
             parse_arguments(self.member, self.names.get(index, "?"), arguments)
         finish = "tool_calls" if self.arguments else (self.finish_reason or "stop")

@@ -272,7 +272,12 @@ def test_streamed_tool_calls_name_and_id_once_per_call() -> None:
 
 async def test_async_stream_with_bad_tool_arguments_fails_at_the_end() -> None:
     server = FakeServer(
-        lambda path, body: sse([{"choices": [choice({"tool_calls": [tool_call('{"city": ')]})]}])
+        lambda path, body: sse(
+            [
+                {"choices": [choice({"tool_calls": [tool_call('{"city": ')]})]},
+                {"choices": [choice({}, "tool_calls")]},
+            ]
+        )
     )
     seen = []
     with pytest.raises(MemberError, match="not valid JSON"):
@@ -455,3 +460,9 @@ def test_the_probe_is_asked_again_after_the_server_was_unreachable() -> None:
 def test_no_timeout_given_means_the_clients_default_not_none() -> None:
     member = OpenAICompatMember("http://127.0.0.1:1/v1", "m", timeout_s=None)
     assert member.client.timeout == openai.DEFAULT_TIMEOUT
+
+
+def test_a_stream_cut_off_before_its_finish_reason_fails_the_member() -> None:
+    server = FakeServer(lambda path, body: sse([{"choices": [choice({"content": "The capital"})]}]))
+    with pytest.raises(MemberError, match="without a finish reason"):
+        list(server.member().stream(ask()))
