@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from ensemble_core.errors import CapabilityError
-from ensemble_core.members.base import Member, Price
+from ensemble_core.members.base import Member, Price, member_name_from
 from ensemble_core.types import Delta, FinishReason, Generation, Request, ToolCall, Usage
 from langchain_ensemble.messages import chunk_to_delta, to_langchain_messages
 from langchain_ensemble.tools import langchain_tool_choice
@@ -45,7 +45,7 @@ class LangChainMember(Member):
             )
         self.model = model
         super().__init__(
-            name or _sanitise(self.model_name),
+            name or member_name_from(self.model_name, "langchain"),
             price=price,
             context_window=context_window,
             timeout_s=timeout_s,
@@ -171,7 +171,3 @@ def _finish_reason(message: AIMessage, has_tool_calls: bool) -> FinishReason:
     reason = metadata.get("finish_reason") or metadata.get("stop_reason") or metadata.get("done_reason")
     return "length" if reason in _LENGTH_REASONS else "stop"
 
-
-def _sanitise(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name).strip("-.") or "langchain"
-    return cleaned[:64]

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 from transformers.utils import logging as hf_logging
 
 from ensemble_core.errors import ContextWindowError
-from ensemble_core.members.base import Capability, Member, Price
+from ensemble_core.members.base import Capability, Member, Price, member_name_from
 from ensemble_core.members.hf_generation import GenerationRun, MicroBatcher
 from ensemble_core.members.prompting import PLAIN_STOP, plain_prompt, template_messages, with_tools_in_system
 from ensemble_core.members.step import StepSession
@@ -70,7 +70,7 @@ class HFMember(Member):
         self.folder, self.gguf_file = locate(path, gguf_file)
         default_name = Path(self.gguf_file).stem if self.gguf_file else self.folder.name
         super().__init__(
-            name or _sanitise(default_name), price=price, context_window=context_window, timeout_s=timeout_s
+            name or member_name_from(default_name), price=price, context_window=context_window, timeout_s=timeout_s
         )
         self.device = torch.device(device or default_device())
         if dtype is None:
@@ -446,7 +446,3 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     """log softmax(logits)[target] at each position, without materialising the whole log-softmax."""
     return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
-
-def _sanitise(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name).strip("-.") or "model"
-    return cleaned[:64]

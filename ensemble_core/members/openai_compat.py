@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import CapabilityError, MemberError
-from ensemble_core.members.base import Capability, Member, Price
+from ensemble_core.members.base import Capability, Member, Price, member_name_from
 from ensemble_core.members.prompt_logprobs import (
     PROBE_TEXT,
     PROBE_TOP_K,
@@ -97,7 +97,7 @@ class OpenAICompatMember(Member):
         async_http_client: httpx.AsyncClient | None = None,
     ):
         super().__init__(
-            name or _name_from_model(model), price=price, context_window=context_window, timeout_s=timeout_s
+            name or member_name_from(model.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf"), "server"), price=price, context_window=context_window, timeout_s=timeout_s
         )
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -525,9 +525,3 @@ def _describe(err: openai.APIError) -> str:
         return f"HTTP {err.status_code}: {err.message}"
     return f"{type(err).__name__}: {err.message}"
 
-
-def _name_from_model(model: str) -> str:
-    """A member name from a model id: its last path part with other characters than [A-Za-z0-9_.-] dashed."""
-    last = model.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf")
-    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in last).strip("-.") or "server"
-    return cleaned[:64]
