@@ -3,8 +3,8 @@ run sequentially this would take the sum of the delays; concurrently, about the 
 
     python benchmarks/concurrency.py [--members 4] [--delay 1.0] [--strategy vote] [--blocking]
 
---blocking makes the members sleep in a blocking `generate` (as local models compute), which the engine runs in
-worker threads; by default they sleep asynchronously (as API members wait on the network).
+--blocking makes the members sleep in a blocking `generate` (as local models compute), which the engine runs
+in worker threads; by default they sleep asynchronously (as API members wait on the network).
 
 Prints the wall time and its ratio to the sum and to the max of the member latencies (ideal: 1/members and 1).
 """

@@ -76,7 +76,7 @@ class CachedEmbed:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         new = [t for t in dict.fromkeys(texts) if t not in self.vectors]
         if new:
-            self.vectors.update(zip(new, default_embed(new)))
+            self.vectors.update(zip(new, default_embed(new), strict=True))
         return np.stack([self.vectors[t] for t in texts])
 
 
@@ -88,7 +88,8 @@ def split_rows(
     records: list[RouterRecord], seed: int, k: int, embed: CachedEmbed
 ) -> tuple[dict[str, float], dict[float, list[float]]]:
     """On one random split: test accuracy of each member alone and of the oracle, and for each target share
-    the test [share of expensive calls, accuracy, accuracy of random routing at that share, seconds per item]."""
+    the test [share of expensive calls, accuracy, accuracy of random routing at that share, seconds per
+    item]."""
     records = list(records)
     random.Random(seed).shuffle(records)
     n_train, n_dev = len(records) // 2, len(records) // 4
@@ -138,7 +139,7 @@ def main() -> None:
     for target in TARGETS:
         found = [rows[target] for _, rows in splits if target in rows]
         if found:
-            share, accuracy, at_random, seconds = (mean(list(column)) for column in zip(*found))
+            share, accuracy, at_random, seconds = (mean(list(column)) for column in zip(*found, strict=True))
             print(
                 f"{target:6.1f} {share:14.2f} {accuracy:8.3f} {at_random:7.3f} {seconds:7.3f} {len(found):6d}"
             )

@@ -19,17 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from langchain_core.messages import HumanMessage  # noqa: E402
+from langchain_core.messages import HumanMessage
 
-from ensemble_core import Ensemble  # noqa: E402
-from ensemble_core.defaults import default_members, smollm2_path  # noqa: E402
-from ensemble_core.members.openai_compat import OpenAICompatMember  # noqa: E402
-from ensemble_core.members.scripted import ScriptedMember  # noqa: E402
-from langchain_ensemble import EnsembleChatModel  # noqa: E402
-from tests.llama_server import LlamaServer  # noqa: E402
+from ensemble_core import Ensemble
+from ensemble_core.defaults import default_members, smollm2_path
+from ensemble_core.members.openai_compat import OpenAICompatMember
+from ensemble_core.members.scripted import ScriptedMember
+from langchain_ensemble import EnsembleChatModel
+from tests.llama_server import LlamaServer
 
 
-def _echo(request) -> str:  # noqa: ANN001
+def _echo(request) -> str:
     """Answers with the request's own ticket number, so a mixed-up or duplicated answer is detectable."""
     return re.search(r"ticket (\d+)", request.messages[-1].content).group(1)
 
@@ -40,7 +40,9 @@ def rss_mb() -> float:
 
 async def run(n: int, max_tokens: int, strategy: str) -> None:
     with LlamaServer(smollm2_path()) as server:
-        remote = OpenAICompatMember(base_url=server.base_url, model="smollm2", name="llamacpp", score=False, timeout_s=300)
+        remote = OpenAICompatMember(
+            base_url=server.base_url, model="smollm2", name="llamacpp", score=False, timeout_s=300
+        )
         members = [*default_members(), remote, ScriptedMember("echo", _echo)]
         for member in members:
             member.load()
@@ -50,7 +52,7 @@ async def run(n: int, max_tokens: int, strategy: str) -> None:
         inputs = [[HumanMessage(f"This is ticket {i}. What is {i} plus {i}?")] for i in range(n)]
         latencies: list[float] = []
 
-        async def timed(messages):  # noqa: ANN001, ANN202
+        async def timed(messages):
             start = time.perf_counter()
             try:
                 return await chat.ainvoke(messages)
@@ -72,21 +74,37 @@ async def run(n: int, max_tokens: int, strategy: str) -> None:
         tickets += [c["text"] for c in calls if c["member"] == "echo"]
     lost = n - len(answered) - len(failed)
     duplicated = len(tickets) - len(set(tickets))
-    mismatched = sum(1 for i, r in enumerate(results) if not isinstance(r, BaseException)
-                     and [c["text"] for c in r.response_metadata["ensemble_trace"]["calls"] if c["member"] == "echo"] != [str(i)])
+    mismatched = sum(
+        1
+        for i, r in enumerate(results)
+        if not isinstance(r, BaseException)
+        and [c["text"] for c in r.response_metadata["ensemble_trace"]["calls"] if c["member"] == "echo"]
+        != [str(i)]
+    )
     latencies.sort()
     print(f"strategy={strategy} requests={n} max_tokens={max_tokens} members={[m.name for m in members]}")
-    print(f"answered={len(answered)} failed={len(failed)} lost={lost} duplicated={duplicated} mismatched={mismatched}")
+    print(
+        f"answered={len(answered)} failed={len(failed)} lost={lost} duplicated={duplicated} "
+        f"mismatched={mismatched}"
+    )
     for err in failed[:3]:
         print(f"  failure: {type(err).__name__}: {err}")
-    print(f"wall={wall:.1f}s throughput={n / wall:.2f} req/s p50={statistics.median(latencies):.1f}s "
-          f"p95={latencies[int(0.95 * (len(latencies) - 1))]:.1f}s")
-    print(f"abatch(20) wall={batch_wall:.1f}s answered={sum(not isinstance(r, BaseException) for r in batch_results)}")
+    print(
+        f"wall={wall:.1f}s throughput={n / wall:.2f} req/s p50={statistics.median(latencies):.1f}s "
+        f"p95={latencies[int(0.95 * (len(latencies) - 1))]:.1f}s"
+    )
+    print(
+        f"abatch(20) wall={batch_wall:.1f}s "
+        f"answered={sum(not isinstance(r, BaseException) for r in batch_results)}"
+    )
     print(f"peak RSS {rss_mb():.0f} MB (after warm-up {rss_before:.0f} MB)")
     local_batches = {m.name: m._batcher.batch_sizes for m in members if hasattr(m, "_batcher")}
     for name, sizes in local_batches.items():
         if sizes:
-            print(f"  {name}: {len(sizes)} generate batches, mean size {statistics.mean(sizes):.1f}, max {max(sizes)}")
+            print(
+                f"  {name}: {len(sizes)} generate batches, mean size {statistics.mean(sizes):.1f}, max "
+                f"{max(sizes)}"
+            )
 
 
 def main() -> None:

@@ -16,18 +16,18 @@ import torch
 from ensemble_core.defaults import default_members
 
 
-def session_at(member, position: int):  # noqa: ANN001, ANN201
+def session_at(member, position: int):
     """A step session whose prompt is `position` tokens of filler text."""
     ids = member.encode_text("the quick brown fox jumps over the lazy dog " * 200)[:position]
     return member.step_session([member.tokenizer.decode(ids, skip_special_tokens=True)])
 
 
-def interleaved_step_seconds(member, positions: list[int], steps: int) -> list[float]:  # noqa: ANN001
+def interleaved_step_seconds(member, positions: list[int], steps: int) -> list[float]:
     """Median wall time of one `advance` by one token in a session at each position, stepped in turn."""
     sessions = [session_at(member, p) for p in positions]
     times: list[list[float]] = [[] for _ in positions]
     for _ in range(steps):
-        for session, acc in zip(sessions, times):
+        for session, acc in zip(sessions, times, strict=True):
             token = int(session.logprobs()[0].argmax())
             start = time.perf_counter()
             session.advance([[token]])

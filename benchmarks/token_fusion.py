@@ -46,7 +46,7 @@ def naive_fusion(members, request, max_tokens: int) -> tuple[int, float]:
     produced = 0
     for _ in range(max_tokens):
         logprobs = []
-        for member, ids in zip(members, seqs):
+        for member, ids in zip(members, seqs, strict=True):
             with torch.inference_mode():
                 logits = member.model(input_ids=torch.tensor([ids], device=member.device)).logits[:, -1]
             logprobs.append(torch.log_softmax(logits.float(), dim=-1))
@@ -74,7 +74,8 @@ def main() -> None:
     request = ens.request(PROMPT, max_tokens=args.tokens)
     device = members[0].device
     print(
-        f"device={device} dtype={members[0].dtype} torch threads={torch.get_num_threads()} new tokens={args.tokens}"
+        f"device={device} dtype={members[0].dtype} torch threads={torch.get_num_threads()} new "
+        f"tokens={args.tokens}"
     )
 
     # warm-up (weights, alignment, kernels)

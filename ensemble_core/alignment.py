@@ -49,7 +49,8 @@ class TokenTable:
 
 
 def token_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
-    """The byte table of a tokenizer, from its decoder's kind (byte-level, or sentencepiece with byte fallback)."""
+    """The byte table of a tokenizer, from its decoder's kind (byte-level, or sentencepiece with byte
+    fallback)."""
     backend_decoder = tokenizer.backend_tokenizer.decoder
     decoder = json.loads(backend_decoder.__getstate__()) if backend_decoder is not None else {}
     byte_level = _has_decoder(decoder, "ByteLevel")
@@ -91,9 +92,9 @@ def _has_decoder(decoder: dict, kind: str) -> bool:
 class Alignment:
     """A shared vocabulary for several tokenizers.
 
-        `to_union[m]` maps member m's ids to union ids (a LongTensor), `from_union[m][u]` is member m's own id for
-        union token u or -1 when it lacks it. `identity[m]`: member m's ids are the union's first ids unchanged (the
-    largest vocabulary). `shared` means one tokenizer for all: union ids are its ids.
+    `to_union[m]` maps member m's ids to union ids (a LongTensor), `from_union[m][u]` is member m's own id for
+    union token u or -1 when it lacks it. `identity[m]`: member m's ids are the union's first ids unchanged
+    (the largest vocabulary). `shared` means one tokenizer for all: union ids are its ids.
     """
 
     tokenizers: list[PreTrainedTokenizerBase]
@@ -127,8 +128,8 @@ class Alignment:
         return self.text_bytes(union_ids).decode("utf-8", errors="replace")
 
     def feed(self, member: int, union_id: int) -> list[int]:
-        """The ids that make `member` read union token `union_id`: its own id, or its tokenisation of the bytes.
-        A special token the member lacks is skipped (it stands for no text)."""
+        """The ids that make `member` read union token `union_id`: its own id, or its tokenisation of the
+        bytes. A special token the member lacks is skipped (it stands for no text)."""
         own = self.from_union[member][union_id]
         if own >= 0:
             return [own]
@@ -151,8 +152,10 @@ class Alignment:
         missing = sorted({b for b in data if b not in table.byte_ids})
         if missing:
             raise AlignmentError(
-                f"tokenizer {self.tokenizers[member].name_or_path!r} cannot spell the bytes {bytes(missing)!r}: it "
-                "has neither byte-level tokens nor <0xNN> byte fallback for them; fuse it only with members that "
+                f"tokenizer {self.tokenizers[member].name_or_path!r} cannot spell the bytes "
+                f"{bytes(missing)!r}: it "
+                "has neither byte-level tokens nor <0xNN> byte fallback for them; fuse it only with members "
+                "that "
                 "share its tokenizer"
             )
         return [table.byte_ids[b] for b in data]
@@ -177,7 +180,7 @@ def align(tokenizers: Sequence[PreTrainedTokenizerBase], eos_ids: Sequence[Seque
     key = tuple(id(t) for t in tokenizers) + tuple(i for ids in eos_ids for i in (-1, *sorted(ids)))
     with _LOCK:
         entry = _CACHE.get(key)
-        if entry is not None and all(a is b for a, b in zip(entry[0], tokenizers)):
+        if entry is not None and all(a is b for a, b in zip(entry[0], tokenizers, strict=True)):
             return entry[1]
     alignment = build_alignment(tokenizers, eos_ids)
     with _LOCK:
@@ -205,7 +208,7 @@ def build_alignment(
         keys.setdefault(_key(table, i, eos_ids[base]), i)
     to_union: list[torch.Tensor] = []
     owners: list[dict[int, int]] = []
-    for m, (other, eos) in enumerate(zip(tables, eos_ids)):
+    for m, (other, eos) in enumerate(zip(tables, eos_ids, strict=True)):
         if m == base:
             to_union.append(torch.arange(len(table.data)))
             owners.append({})

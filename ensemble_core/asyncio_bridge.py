@@ -25,6 +25,7 @@ async def to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, call)
 
+
 _DONE = object()
 
 
@@ -108,7 +109,7 @@ async def aiterate_blocking(iterator: Iterator[T]) -> AsyncIterator[T]:
     pending: Future[Any] | None = None
     try:
         while True:
-            pending = _EXECUTOR.submit(contextvars.copy_context().run, next, iterator, _DONE)
+            pending = _EXECUTOR.submit(contextvars.copy_context().run, _next_or_done, iterator)
             item = await asyncio.wrap_future(pending)
             if item is _DONE:
                 return
@@ -120,6 +121,17 @@ async def aiterate_blocking(iterator: Iterator[T]) -> AsyncIterator[T]:
                 pending.add_done_callback(lambda _: close())
             else:
                 close()
+
+
+async def aclose(iterator: AsyncIterator[Any]) -> None:
+    """Close an async iterator that can be closed (an async generator) now, so its cleanup runs."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _next_or_done(iterator: Iterator[T]) -> T | object:
+    return next(iterator, _DONE)
 
 
 class _Raised:

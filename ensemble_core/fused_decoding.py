@@ -7,6 +7,7 @@ A member that fails, or whose stepping time passes its `timeout_s`, is dropped a
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -84,7 +85,8 @@ def member_alignment(members: Sequence[Member]) -> Alignment:
 
 
 class FusedDecoding:
-    """Decode `requests` together with `members`, mixing with per-row `weights` ([rows, members], rows sum to 1)."""
+    """Decode `requests` together with `members`, mixing with per-row `weights` ([rows, members], rows sum to
+    1)."""
 
     def __init__(
         self,
@@ -117,7 +119,7 @@ class FusedDecoding:
         self.cancelled = threading.Event()
         self.sessions: dict[int, StepSession] = {}
         for i, member in enumerate(self.members):
-            self._guard(i, lambda i=i, member=member: self._open(i, member))
+            self._guard(i, functools.partial(self._open, i, member))
         self._require_someone()
 
     # sessions -----------------------------------------------------------------------------------------------
@@ -128,13 +130,13 @@ class FusedDecoding:
         for row, outcome in enumerate(self.outcomes):
             outcome.prompt_tokens[member.name] = len(session.token_ids(row))
 
-    def _guard(self, i: int, action: Callable[[], None]) -> None:
+    def _guard(self, i: int, action: Callable[[], object]) -> None:
         """Run a member's action, timed; a failure or an exhausted time budget drops the member."""
         member = self.members[i]
         start = time.perf_counter()
         try:
             action()
-        except Exception as err:  # noqa: BLE001 - whatever a member raises, it is dropped, not fatal
+        except Exception as err:
             self._drop(i, f"{type(err).__name__}: {err}")
             return
         finally:
@@ -160,7 +162,8 @@ class FusedDecoding:
         uniform = torch.full_like(w, 1.0 / len(alive))
         return alive, torch.where(total > 0, w / total.clamp_min(1e-30), uniform)
 
-    # the loop -------------------------------------------------------------------------------------------------
+    # the loop
+    # -------------------------------------------------------------------------------------------------
     def steps(self) -> Iterator[list[str]]:
         """Decode until every row has ended; yield after each step the new text of each row (possibly "")."""
         max_tokens = [r.params.max_tokens for r in self.requests]
@@ -173,7 +176,7 @@ class FusedDecoding:
             sampling = any(not p.greedy for p in params)
             scores = self.mixer.mix(logprobs, alive, weights, as_log=sampling)
             picks = choose(scores.cpu() if sampling else scores, params, generators)
-            tops = {i: self.mixer.top(i, lp) for i, lp in zip(alive, logprobs)}
+            tops = {i: self.mixer.top(i, lp) for i, lp in zip(alive, logprobs, strict=True)}
             self.timing.mix_s += time.perf_counter() - start
             deltas = [""] * len(self.requests)
             taken = [
@@ -187,13 +190,14 @@ class FusedDecoding:
             self.timing.steps += 1
             yield deltas
         tails = [assembler.finish() for assembler in self.assemblers]
-        for outcome, assembler in zip(self.outcomes, self.assemblers):
+        for outcome, assembler in zip(self.outcomes, self.assemblers, strict=True):
             outcome.text = assembler.text
         if any(tails):
             yield tails
 
     def _take(self, row: int, union_id: int, tops: dict[int, list[int]], max_tokens: int) -> str:
-        """Book the chosen token of one row; return its new text. Ends the row at EOS, a stop string or the limit."""
+        """Book the chosen token of one row; return its new text. Ends the row at EOS, a stop string or the
+        limit."""
         outcome = self.outcomes[row]
         if union_id in self.alignment.eos:
             self.active[row] = False
@@ -236,7 +240,7 @@ class FusedDecoding:
                     self.outcomes[row].finish_reason = "length"
             feeds = [ids if self.active[row] else [] for row, ids in enumerate(spelled)]
             if any(feeds):
-                self._guard(i, lambda session=session, feeds=feeds: session.advance(feeds))
+                self._guard(i, functools.partial(session.advance, feeds))
 
     def run(self) -> list[RowOutcome]:
         """Decode to the end; the outcome of each row."""

@@ -24,7 +24,8 @@ _LOG_FLOOR = -69.0
 
 
 class Mixer:
-    """Mixes the members' log-probabilities ([rows, own vocabulary] each) into scores over the union vocabulary."""
+    """Mixes the members' log-probabilities ([rows, own vocabulary] each) into scores over the union
+    vocabulary."""
 
     def __init__(self, alignment: Alignment, mixing: Mixing):
         self.alignment = alignment
@@ -55,12 +56,13 @@ class Mixer:
         as_log: bool = True,
     ) -> torch.Tensor:
         """Scores [rows, union] of the mixture; `weights` is [rows, len(members)] and sums to 1 per row.
-        Log-space, except that `prob` mixing with `as_log=False` returns the probabilities (enough for an argmax,
-        and one pass over the union vocabulary cheaper). Members whose weight is 0 in every row are skipped."""
+        Log-space, except that `prob` mixing with `as_log=False` returns the probabilities (enough for an
+        argmax, and one pass over the union vocabulary cheaper). Members whose weight is 0 in every row are
+        skipped."""
         device = logprobs[0].device
         weights = weights.to(device)
         total: torch.Tensor | None = None
-        for column, (member, lp) in enumerate(zip(members, logprobs)):
+        for column, (member, lp) in enumerate(zip(members, logprobs, strict=True)):
             w = weights[:, column : column + 1]
             if not bool((w != 0).any()):
                 continue
@@ -93,7 +95,7 @@ def choose(
 ) -> list[int]:
     """One union id per row: the argmax for greedy rows, else a sample after temperature and top-p warping."""
     chosen = scores.argmax(-1).tolist()
-    for row, (p, generator) in enumerate(zip(params, generators)):
+    for row, (p, generator) in enumerate(zip(params, generators, strict=True)):
         if p.greedy:
             continue
         warpers = LogitsProcessorList([TemperatureLogitsWarper(p.temperature)])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
-Reporter = Callable[[str], ContextManager[object]]
+Reporter = Callable[[str], AbstractContextManager[object]]
 
 _reporter: Reporter | None = None
 

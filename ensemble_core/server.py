@@ -65,7 +65,9 @@ def from_openai_message(message: dict[str, Any]) -> Message:
     if isinstance(content, list):
         kinds = {part.get("type") for part in content}
         if kinds - {"text"}:
-            raise ValueError(f"unsupported content parts {sorted(kinds - {'text'})}: this ensemble reads text only")
+            raise ValueError(
+                f"unsupported content parts {sorted(kinds - {'text'})}: this ensemble reads text only"
+            )
         content = "".join(part.get("text", "") for part in content)
     calls = [
         ToolCall(
@@ -185,8 +187,14 @@ async def _stream_events(
             if delta.final:
                 yield chunk({}, delta.finish_reason or "stop", ensemble_trace=shown(delta.trace))
                 if include_usage and delta.usage is not None:
-                    usage_chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                                   "model": model_name, "choices": [], "usage": _usage(delta.usage)}
+                    usage_chunk = {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model_name,
+                        "choices": [],
+                        "usage": _usage(delta.usage),
+                    }
                     yield f"data: {json.dumps(usage_chunk)}\n\n"
             elif delta.text or delta.tool_call_chunks:
                 yield chunk(_delta_body(delta))

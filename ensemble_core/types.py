@@ -207,7 +207,8 @@ class Request(_Strict):
     params: Params = Field(default_factory=Params)
     prefill: str = Field(
         default="",
-        description="text the assistant's answer already begins with; the member continues it and returns only "
+        description="text the assistant's answer already begins with; the member continues it and returns "
+        "only "
         "the new text (span and step fusion use it to continue a partly written answer)",
     )
 
@@ -215,7 +216,9 @@ class Request(_Strict):
     @classmethod
     def _not_empty(cls, messages: list[Message]) -> list[Message]:
         if not messages:
-            raise EmptyMessagesError("the request has no messages: pass a question string or at least one message")
+            raise EmptyMessagesError(
+                "the request has no messages: pass a question string or at least one message"
+            )
         return messages
 
     def with_params(self, **changes: Any) -> Request:
@@ -273,7 +276,9 @@ def to_messages(prompt: MessagesLike) -> list[Message]:
 def tool_calls_to_chunks(calls: Sequence[ToolCall]) -> list[ToolCallChunk]:
     """Whole tool calls as stream fragments (one fragment per call)."""
     return [
-        ToolCallChunk(index=i, id=call.id, name=call.name, arguments=json.dumps(call.arguments, ensure_ascii=False))
+        ToolCallChunk(
+            index=i, id=call.id, name=call.name, arguments=json.dumps(call.arguments, ensure_ascii=False)
+        )
         for i, call in enumerate(calls)
     ]
 

@@ -24,7 +24,8 @@ from langchain_ensemble import EnsembleChatModel, SentenceEmbeddings
 
 DOCUMENTS = {
     "observatory": (
-        "The Larkspur Observatory stands on Mount Orrin. It was founded in 1897 by the astronomer Helen Marsh, "
+        "The Larkspur Observatory stands on Mount Orrin. It was founded in 1897 by the astronomer Helen "
+        "Marsh, "
         "who built its first telescope with money raised by the town's apple growers."
     ),
     "festival": (
@@ -32,11 +33,13 @@ DOCUMENTS = {
         "like comets up the hill to the observatory, and the night ends with a bonfire."
     ),
     "railway": (
-        "The Larkspur narrow-gauge railway opened in 1912. Its steam engine, nicknamed Old Bess, pulled apple "
+        "The Larkspur narrow-gauge railway opened in 1912. Its steam engine, nicknamed Old Bess, pulled "
+        "apple "
         "wagons to the harbour until the line closed in 1961."
     ),
     "cheese": (
-        "Larkspur blue is a soft cheese made from sheep's milk in the valley below Mount Orrin. It ripens for "
+        "Larkspur blue is a soft cheese made from sheep's milk in the valley below Mount Orrin. It ripens "
+        "for "
         "eight weeks in limestone caves."
     ),
 }

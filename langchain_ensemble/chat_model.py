@@ -17,7 +17,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from ensemble_core.asyncio_bridge import iterate_sync, run_sync
+from ensemble_core.asyncio_bridge import aclose, iterate_sync, run_sync
 from ensemble_core.defaults import DEFAULT_STRATEGY
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import ConfigError
@@ -55,7 +55,8 @@ class EnsembleChatModel(BaseChatModel):
     )
     strategy: str | Strategy | None = Field(
         default=None,
-        description=f"a registered strategy name or a Strategy, used with `members` (default: {DEFAULT_STRATEGY})",
+        description="a registered strategy name or a Strategy, used with `members` (default: "
+        f"{DEFAULT_STRATEGY})",
     )
     strategy_params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters")
     model_name: str | None = Field(
@@ -245,13 +246,16 @@ class EnsembleChatModel(BaseChatModel):
         unknown = sorted(set(kwargs) - set(_ACCEPTED_UNUSED))
         if unknown:
             raise ConfigError(
-                f"EnsembleChatModel does not take the call argument(s) {', '.join(unknown)}; it takes: model, "
+                f"EnsembleChatModel does not take the call argument(s) {', '.join(unknown)}; it takes: "
+                "model, "
                 f"tools, tool_choice, stop, {', '.join(_PARAMS)}"
             )
         stop = stop if stop is not None else self.stop
-        params = Params(**{k: v for k, v in params.items() if v is not None}, stop=stop or [])
         request = Request(
-            messages=to_engine_messages(messages), tools=tools, tool_choice=tool_choice, params=params
+            messages=to_engine_messages(messages),
+            tools=tools,
+            tool_choice=tool_choice,
+            params=Params(**{k: v for k, v in params.items() if v is not None}, stop=stop or []),
         )
         return ensemble, request
 
@@ -279,7 +283,8 @@ class EnsembleChatModel(BaseChatModel):
             raise TimeoutError(f"the ensemble did not answer within timeout={self.timeout} s") from err
 
     async def _adeltas(self, ensemble: Ensemble, request: Request) -> AsyncIterator[Delta]:
-        """The ensemble's deltas as it decides them, empty ones left out, within `timeout` for the whole stream."""
+        """The ensemble's deltas as it decides them, empty ones left out, within `timeout` for the whole
+        stream."""
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout is None else loop.time() + self.timeout
         stream = ensemble.astream_request(request)
@@ -299,7 +304,7 @@ class EnsembleChatModel(BaseChatModel):
                 if delta.final or delta.text or delta.tool_call_chunks:
                     yield delta
         finally:
-            await stream.aclose()
+            await aclose(stream)
 
     def _chat_result(self, result: Result, ensemble: Ensemble) -> ChatResult:
         name = self._name_for(ensemble)

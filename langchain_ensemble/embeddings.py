@@ -9,7 +9,8 @@ from ensemble_core.scoring.embeddings import EmbedFn, default_embed
 
 
 class SentenceEmbeddings(Embeddings):
-    """L2-normalised sentence embeddings; `embed` defaults to the packaged all-MiniLM-L6-v2 (384 dimensions)."""
+    """L2-normalised sentence embeddings; `embed` defaults to the packaged all-MiniLM-L6-v2 (384
+    dimensions)."""
 
     def __init__(self, embed: EmbedFn = default_embed):
         self.embed = embed

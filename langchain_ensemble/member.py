@@ -74,7 +74,8 @@ class LangChainMember(Member):
         """Whether the wrapped model's `bind_tools` takes `tool_choice` (forced tool calls)."""
         return self.supports_tools and "tool_choice" in inspect.signature(self.model.bind_tools).parameters
 
-    # calls -----------------------------------------------------------------------------------------------------
+    # calls
+    # -----------------------------------------------------------------------------------------------------
     def generate(self, request: Request) -> Generation:
         start = time.perf_counter()
         args, kwargs = self._inputs(request)
@@ -107,13 +108,15 @@ class LangChainMember(Member):
                 yield delta
         yield self._final_delta(full)
 
-    # translation -----------------------------------------------------------------------------------------------
+    # translation
+    # -----------------------------------------------------------------------------------------------
     def _runnable(self, request: Request) -> Runnable[Any, Any]:
         if not request.tools:
             return self.model
         if not self.supports_tools:
             raise CapabilityError(
-                f"member {self.name!r} wraps {type(self.model).__name__}, which has no tool calling (bind_tools); "
+                f"member {self.name!r} wraps {type(self.model).__name__}, which has no tool calling "
+                "(bind_tools); "
                 "drop the tools or use a tool-capable model"
             )
         tools = [t.as_openai() for t in request.tools]
@@ -123,9 +126,10 @@ class LangChainMember(Member):
         return self.model.bind_tools(tools, tool_choice=choice)
 
     def _inputs(self, request: Request) -> tuple[tuple[list[BaseMessage], RunnableConfig], dict[str, Any]]:
-        """Positional and keyword arguments of the call: the messages, a config without the caller's callbacks,
-        and the stop sequences. The member's own tokens must not reach the caller's callbacks, LangGraph's
-        message stream or `astream_events` as a second chat model: the ensemble streams what it decides."""
+        """Positional and keyword arguments of the call: the messages, a config without the caller's
+        callbacks, and the stop sequences. The member's own tokens must not reach the caller's callbacks,
+        LangGraph's message stream or `astream_events` as a second chat model: the ensemble streams what it
+        decides."""
         messages = to_langchain_messages(request.prefilled_messages)
         return (messages, RunnableConfig(callbacks=[])), {"stop": request.params.stop or None}
 
@@ -160,8 +164,10 @@ class LangChainMember(Member):
 
 
 def _usage(message: AIMessage) -> Usage:
-    usage = message.usage_metadata or {}
-    return Usage(input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0))
+    usage = message.usage_metadata
+    if usage is None:
+        return Usage()
+    return Usage(input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"])
 
 
 def _finish_reason(message: AIMessage, has_tool_calls: bool) -> FinishReason:
@@ -170,4 +176,3 @@ def _finish_reason(message: AIMessage, has_tool_calls: bool) -> FinishReason:
     metadata = message.response_metadata
     reason = metadata.get("finish_reason") or metadata.get("stop_reason") or metadata.get("done_reason")
     return "length" if reason in _LENGTH_REASONS else "stop"
-

@@ -35,7 +35,8 @@ _CHAT_ROLES = {
 _SKIPPED_BLOCKS = {"tool_use", "tool_call", "tool_call_chunk", "function_call", "thinking", "reasoning"}
 
 
-# LangChain -> engine ---------------------------------------------------------------------------------------------
+# LangChain -> engine
+# ---------------------------------------------------------------------------------------------
 def to_engine_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     """LangChain messages -> engine messages; text content blocks are joined, anything else is refused."""
     return [to_engine_message(m, position) for position, m in enumerate(messages)]
@@ -50,7 +51,7 @@ def to_engine_message(message: BaseMessage, position: int = 0) -> Message:
                 f"message {position} has the chat role {message.role!r}; use one of: "
                 f"{', '.join(sorted(_CHAT_ROLES))} (or a ToolMessage for tool results)"
             )
-        return Message(role=role, content=text, name=message.name)  # type: ignore[arg-type]
+        return Message(role=role, content=text, name=message.name)
     role = _ROLES.get(message.type)
     if role is None:
         raise CapabilityError(
@@ -65,14 +66,14 @@ def to_engine_message(message: BaseMessage, position: int = 0) -> Message:
         return Message(role="assistant", content=text, tool_calls=calls, name=message.name)
     if isinstance(message, ToolMessage):
         return Message(role="tool", content=text, tool_call_id=message.tool_call_id, name=message.name)
-    return Message(role=role, content=text, name=message.name)  # type: ignore[arg-type]
+    return Message(role=role, content=text, name=message.name)
 
 
 def content_text(content: str | list[Any], where: str) -> str:
     """The text of a message's content: a string, or a list of strings and text blocks joined together.
 
-    Images, audio, files and other non-text blocks raise a `CapabilityError`: the ensemble's members take text,
-    and silently dropping an image would answer a different question than the one asked.
+    Images, audio, files and other non-text blocks raise a `CapabilityError`: the ensemble's members take
+    text, and silently dropping an image would answer a different question than the one asked.
     """
     if isinstance(content, str):
         return content
@@ -92,7 +93,8 @@ def content_text(content: str | list[Any], where: str) -> str:
     return "".join(parts)
 
 
-# engine -> LangChain ---------------------------------------------------------------------------------------------
+# engine -> LangChain
+# ---------------------------------------------------------------------------------------------
 def to_langchain_messages(messages: Sequence[Message]) -> list[BaseMessage]:
     """Engine messages -> LangChain messages (what a wrapped LangChain chat model is given)."""
     out: list[BaseMessage] = []
@@ -110,9 +112,11 @@ def to_langchain_messages(messages: Sequence[Message]) -> list[BaseMessage]:
 
 
 def usage_metadata(usage: Usage) -> UsageMetadata:
-    return UsageMetadata(
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, total_tokens=usage.total_tokens
-    )
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 def response_metadata(model_name: str, finish_reason: str | None, trace: Trace | None) -> dict[str, Any]:
@@ -150,7 +154,8 @@ def delta_to_chunk(delta: Delta, model_name: str) -> AIMessageChunk:
 
 
 def chunk_to_delta(chunk: AIMessageChunk, member: str) -> Delta:
-    """A LangChain stream chunk -> an engine delta (text and tool-call fragments; usage is summed separately)."""
+    """A LangChain stream chunk -> an engine delta (text and tool-call fragments; usage is summed
+    separately)."""
     return Delta(
         text=chunk.text,
         tool_call_chunks=[

@@ -41,7 +41,8 @@ def engine_tool_choice(choice: Any, tool_names: Sequence[str]) -> str | None:
         return choice
     if choice not in tool_names:
         raise ConfigError(
-            f"tool_choice={choice!r} names no bound tool; the tools are: {', '.join(tool_names) or '(none)'}; "
+            f"tool_choice={choice!r} names no bound tool; the tools are: "
+            f"{', '.join(tool_names) or '(none)'}; "
             "or use 'auto', 'none' or 'any'"
         )
     return choice

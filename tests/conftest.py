@@ -13,6 +13,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
 
 
+_SERVERS: list[LlamaServer] = []  # the session's llama.cpp server, once started
+_DIED_IN: list[str] = []  # the test during which it was found dead
+
+
+def _server_death() -> str | None:
+    return next((death for server in _SERVERS if (death := server.death())), None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test that uses the llama.cpp server fails with the server's death (signal, log tail) when the
+    server died during it, instead of with the connection error its client saw."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "teardown" or "llama_server" not in item.fixturenames or _DIED_IN:
+        return
+    death = _server_death()
+    if death:
+        _DIED_IN.append(item.nodeid)
+        report.outcome = "failed"
+        report.longrepr = death
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Once the server has died, every later test that needs it fails at once with one line (no waiting on
+    a dead port, no cascade of connection errors)."""
+    if "llama_server" in item.fixturenames and _DIED_IN:
+        pytest.fail(f"the llama.cpp server died during {_DIED_IN[0]} (its failure shows why)", pytrace=False)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--runslow"):
         return
@@ -58,4 +88,8 @@ def llama_server() -> Iterator[str]:
     from ensemble_core.defaults import smollm2_path
 
     with LlamaServer(smollm2_path(), chat_format="chatml") as server:
+        _SERVERS.append(server)
         yield server.base_url
+        death = server.death()
+        if death and not _DIED_IN:
+            pytest.fail(death, pytrace=False)

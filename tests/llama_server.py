@@ -1,12 +1,14 @@
 """A real llama.cpp OpenAI-compatible server (`llama-cpp-python[server]`) on a free loopback port, for tests.
 
 `LlamaServer(model_path)` starts `python -m llama_cpp.server`, waits (bounded) until `/v1/models` answers,
-and stops the process afterwards; a server that dies or never answers fails with the tail of its log.
+and stops the process afterwards; a server that dies or never answers fails with the tail of its log, and
+`death()` says whether (and how) a running server has died since.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import signal
 import socket
 import subprocess
 import sys
@@ -101,6 +103,25 @@ class LlamaServer:
                 pass
             time.sleep(0.25)
         return False
+
+    def death(self) -> str | None:
+        """How the server process ended (exit status or signal, with the end of its log), or None while it
+        runs or after `stop()`."""
+        process = self._process
+        if process is None or process.poll() is None:
+            return None
+        code = process.returncode
+        if code < 0:
+            name = signal.Signals(-code).name
+            how = f"was killed by signal {name}"
+            if name == "SIGILL":
+                how += (
+                    " (an illegal instruction: llama.cpp was built for CPU features this machine does not "
+                    "allow; scripts/setup builds it portably, so remove a hand-built llama-cpp-python)"
+                )
+        else:
+            how = f"exited with status {code}"
+        return f"the llama.cpp server on {self.base_url} {how}; the end of its log:\n{self.log_tail()}"
 
     def log_tail(self, lines: int = 30) -> str:
         text = self._log.read_text(errors="replace") if self._log.exists() else ""

@@ -19,7 +19,9 @@ from tests.llama_server import free_port
 def serving(ensemble: Ensemble, trace: str = "redacted") -> Iterator[str]:
     """Yield the base URL (…/v1) of a real HTTP server for `ensemble`; stop it afterwards."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ensemble, trace=trace), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(ensemble, trace=trace), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

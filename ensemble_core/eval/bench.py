@@ -71,26 +71,41 @@ def bench_scoring(members: list[Member], items: int, data_dir: Path | None) -> l
     """Process CPU seconds per item (a fair measure on a shared machine) of the two scoring paths."""
     from ensemble_core.eval.choice_scoring import score_items
     from ensemble_core.eval.datasets import load_dataset
+    from ensemble_core.eval.items import ChoiceItem
 
     figures = []
     for set_name in ("arc_easy", "hellaswag"):
-        data = load_dataset(set_name, data_dir_path=data_dir, limit=items).items
+        data = [
+            i
+            for i in load_dataset(set_name, data_dir_path=data_dir, limit=items).items
+            if isinstance(i, ChoiceItem)
+        ]
         for member in members:
             list(score_items(member, data[:2]))  # warm-up
             shared_out, shared = _cpu_collect(score_items(member, data, with_prompt=False))
             flat_out, flat = _cpu_collect(score_items(member, data, shared_prompt=False, with_prompt=False))
-            same = all(a.prediction("chars") == b.prediction("chars") for (_, a), (_, b) in zip(shared_out, flat_out))
-            figures.append(Figure(
-                section="scoring", name=f"{set_name} {member.name}: per-choice batch / shared prompt (CPU time)",
-                value=flat / shared, unit="x",
-                detail=f"{len(data)} items; shared prompt {shared / len(data) * 1000:.0f} ms CPU/item, per-choice "
-                f"batch {flat / len(data) * 1000:.0f} ms CPU/item; same predictions: {same}",
-            ))
+            same = all(
+                a.prediction("chars") == b.prediction("chars")
+                for (_, a), (_, b) in zip(shared_out, flat_out, strict=True)
+            )
+            figures.append(
+                Figure(
+                    section="scoring",
+                    name=f"{set_name} {member.name}: per-choice batch / shared prompt (CPU time)",
+                    value=flat / shared,
+                    unit="x",
+                    detail=f"{len(data)} items; shared prompt {shared / len(data) * 1000:.0f} ms CPU/item, "
+                    "per-choice "
+                    f"batch {flat / len(data) * 1000:.0f} ms CPU/item; same predictions: {same}",
+                )
+            )
     return figures
 
 
 def _request(max_tokens: int) -> Request:
-    return Request(messages=[Message(role="user", content=_QUESTION)], params=Params(max_tokens=max_tokens, seed=0))
+    return Request(
+        messages=[Message(role="user", content=_QUESTION)], params=Params(max_tokens=max_tokens, seed=0)
+    )
 
 
 def bench_fusion(members: list[Member], max_tokens: int) -> list[Figure]:
@@ -112,10 +127,20 @@ def bench_fusion(members: list[Member], max_tokens: int) -> list[Figure]:
     fused_tokens = max(1, len(result.text.split()))
     own_tokens = ", ".join(f"{g.member} {g.usage.output_tokens} tokens" for g in own)
     return [
-        Figure(section="fusion", name="token fusion / sum of members' generate (wall time)", value=fused_s / own_s,
-               unit="x", detail=f"fusion {fused_s:.2f} s for {fused_tokens} words; members {own_s:.2f} s ({own_tokens})"),
-        Figure(section="fusion", name="token fusion / sum of members' generate (CPU time)", value=fused_cpu / own_cpu,
-               unit="x", detail=f"fusion {fused_cpu:.2f} s CPU; members {own_cpu:.2f} s CPU"),
+        Figure(
+            section="fusion",
+            name="token fusion / sum of members' generate (wall time)",
+            value=fused_s / own_s,
+            unit="x",
+            detail=f"fusion {fused_s:.2f} s for {fused_tokens} words; members {own_s:.2f} s ({own_tokens})",
+        ),
+        Figure(
+            section="fusion",
+            name="token fusion / sum of members' generate (CPU time)",
+            value=fused_cpu / own_cpu,
+            unit="x",
+            detail=f"fusion {fused_cpu:.2f} s CPU; members {own_cpu:.2f} s CPU",
+        ),
     ]
 
 
@@ -125,7 +150,9 @@ def bench_concurrency(repeats: int = 3) -> tuple[list[Figure], dict[str, str]]:
     for name in sorted(STRATEGIES):
         if name == "single" or hasattr(strategy_class(name), "aroute"):
             continue  # one member answers: nothing to run concurrently
-        members = [ScriptedMember(n, ["Paris is the capital of France."], delay_s=d) for n, d in _DELAYS.items()]
+        members = [
+            ScriptedMember(n, ["Paris is the capital of France."], delay_s=d) for n, d in _DELAYS.items()
+        ]
         try:
             ensemble = Ensemble(members, name, **_SCRIPTED_PARAMS.get(name, {}))
             ensemble.run(_QUESTION)
@@ -134,9 +161,16 @@ def bench_concurrency(repeats: int = 3) -> tuple[list[Figure], dict[str, str]]:
             skipped[f"concurrency {name}"] = f"{type(err).__name__}: {err}"[:200]
             continue
         wall = statistics.median(times)
-        figures.append(Figure(section="concurrency", name=f"{name}: wall / max member delay", value=wall / longest,
-                              unit="x", detail=f"wall {wall:.3f} s; wall / sum of delays {wall / total:.2f}x "
-                              f"(delays {', '.join(f'{d:.1f}' for d in _DELAYS.values())} s)"))
+        figures.append(
+            Figure(
+                section="concurrency",
+                name=f"{name}: wall / max member delay",
+                value=wall / longest,
+                unit="x",
+                detail=f"wall {wall:.3f} s; wall / sum of delays {wall / total:.2f}x "
+                f"(delays {', '.join(f'{d:.1f}' for d in _DELAYS.values())} s)",
+            )
+        )
     return figures, skipped
 
 
@@ -149,9 +183,16 @@ def bench_adapter(calls: int = 200) -> list[Figure]:
     chat.invoke(_QUESTION)
     engine = statistics.median(_timed(partial(ensemble.run, _QUESTION)) for _ in range(calls))
     adapter = statistics.median(_timed(partial(chat.invoke, _QUESTION)) for _ in range(calls))
-    return [Figure(section="adapter", name="EnsembleChatModel.invoke / Ensemble.run", value=adapter / engine, unit="x",
-                   detail=f"median of {calls}: invoke {adapter * 1000:.2f} ms, run {engine * 1000:.2f} ms "
-                   f"(+{(adapter - engine) * 1000:.2f} ms per call)")]
+    return [
+        Figure(
+            section="adapter",
+            name="EnsembleChatModel.invoke / Ensemble.run",
+            value=adapter / engine,
+            unit="x",
+            detail=f"median of {calls}: invoke {adapter * 1000:.2f} ms, run {engine * 1000:.2f} ms "
+            f"(+{(adapter - engine) * 1000:.2f} ms per call)",
+        )
+    ]
 
 
 def _weights_bytes(member: Member) -> int:
@@ -169,12 +210,21 @@ def bench_memory(members: list[Member], baseline_kb: int) -> list[Figure]:
         return []
     baseline = baseline_kb * 1024
     return [
-        Figure(section="memory", name="peak RSS / sum of member weight sizes", value=peak / sizes, unit="x",
-               detail=f"peak {peak / 2**20:.0f} MiB, weights {sizes / 2**20:.0f} MiB "
-               f"({', '.join(f'{m.name} {_weights_bytes(m) / 2**20:.0f}' for m in members)}), "
-               f"before loading {baseline / 2**20:.0f} MiB (Python, torch, transformers)"),
-        Figure(section="memory", name="(peak RSS - before loading) / sum of member weight sizes",
-               value=(peak - baseline) / sizes, unit="x"),
+        Figure(
+            section="memory",
+            name="peak RSS / sum of member weight sizes",
+            value=peak / sizes,
+            unit="x",
+            detail=f"peak {peak / 2**20:.0f} MiB, weights {sizes / 2**20:.0f} MiB "
+            f"({', '.join(f'{m.name} {_weights_bytes(m) / 2**20:.0f}' for m in members)}), "
+            f"before loading {baseline / 2**20:.0f} MiB (Python, torch, transformers)",
+        ),
+        Figure(
+            section="memory",
+            name="(peak RSS - before loading) / sum of member weight sizes",
+            value=(peak - baseline) / sizes,
+            unit="x",
+        ),
     ]
 
 
@@ -186,8 +236,14 @@ def bench_gpu(max_tokens: int) -> list[Figure]:
     for member in default_members(device="cuda"):
         member.generate(request)
         generation = member.generate(request)
-        figures.append(Figure(section="gpu", name=f"{member.name} tokens/s on {torch.cuda.get_device_name()}",
-                              value=generation.usage.output_tokens / generation.latency_s, unit="tokens/s"))
+        figures.append(
+            Figure(
+                section="gpu",
+                name=f"{member.name} tokens/s on {torch.cuda.get_device_name()}",
+                value=generation.usage.output_tokens / generation.latency_s,
+                unit="tokens/s",
+            )
+        )
     return figures
 
 
@@ -206,7 +262,11 @@ def run_bench(*, items: int, max_tokens: int, data_dir: Path | None, skip: set[s
         for figure in fn():
             report.figures.append(figure)
             value = "n/a" if figure.value is None else f"{figure.value:.2f} {figure.unit}"
-            log(f"  {figure.name}: {value}  ({figure.detail})" if figure.detail else f"  {figure.name}: {value}")
+            log(
+                f"  {figure.name}: {value}  ({figure.detail})"
+                if figure.detail
+                else f"  {figure.name}: {value}"
+            )
 
     def concurrency() -> list[Figure]:
         figures, skipped = bench_concurrency()

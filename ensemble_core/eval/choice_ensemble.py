@@ -26,7 +26,8 @@ class ChoiceEnsemble(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     weights: Literal["uniform", "packllm-sim"] | dict[str, float] = Field(
-        default="uniform", description="uniform, packllm-sim (per item, from prompt perplexity), or {member: weight}"
+        default="uniform",
+        description="uniform, packllm-sim (per item, from prompt perplexity), or {member: weight}",
     )
     temperature: float = Field(
         default=0.25, gt=0, description="packllm-sim: nats per byte (≈ 1 nat per token at ~4 bytes per token)"
@@ -47,14 +48,18 @@ class ChoiceEnsemble(BaseModel):
         else:
             unknown = sorted(set(self.weights) - set(names))
             if unknown:
-                raise ConfigError(f"choice-ensemble weights name unknown members {unknown}; the members are {names}")
+                raise ConfigError(
+                    f"choice-ensemble weights name unknown members {unknown}; the members are {names}"
+                )
             raw = {n: float(self.weights.get(n, 0.0)) for n in names}
         total = sum(raw.values())
         if total <= 0:
             raise ConfigError("choice-ensemble weights must not all be zero")
         return {n: w / total for n, w in raw.items()}
 
-    def combine(self, scores: Mapping[str, ChoiceScores], norm: str) -> tuple[int, dict[str, float], list[float]]:
+    def combine(
+        self, scores: Mapping[str, ChoiceScores], norm: str
+    ) -> tuple[int, dict[str, float], list[float]]:
         """The chosen choice index, the weights used and the combined score of each choice."""
         chosen = {n: s for n, s in scores.items() if self.members is None or n in self.members}
         if not chosen:

@@ -38,7 +38,7 @@ class ChoiceScores(BaseModel):
         if norm == "none":
             return list(self.logprobs)
         lengths = self.n_chars if norm == "chars" else self.n_bytes
-        return [lp / max(n, 1) for lp, n in zip(self.logprobs, lengths)]
+        return [lp / max(n, 1) for lp, n in zip(self.logprobs, lengths, strict=True)]
 
     def prediction(self, norm: str) -> int:
         scores = self.normalised(norm)
@@ -67,12 +67,10 @@ def score_items(
     for batch in _batches(items, batch_choices):
         start = time.perf_counter()
         groups = [g for item in batch for g in item.groups()]
-        use_shared = shared_prompt and isinstance(member, HFMember)
-        scored = (
-            _shared_prompt_scores(member, groups, with_prompt)
-            if use_shared
-            else _flat_scores(member, groups, with_prompt)
-        )
+        if shared_prompt and isinstance(member, HFMember):
+            scored = _shared_prompt_scores(member, groups, with_prompt)
+        else:
+            scored = _flat_scores(member, groups, with_prompt)
         share = (time.perf_counter() - start) / len(batch)
         position = 0
         for item in batch:
@@ -94,7 +92,9 @@ def _batches(items: Sequence[ChoiceItem], batch_choices: int) -> Iterator[list[C
         yield batch
 
 
-_GroupScore = tuple[float | None, int, list[tuple[float, int]]]  # prompt logprob, tokens processed, (lp, n) per choice
+_GroupScore = tuple[
+    float | None, int, list[tuple[float, int]]
+]  # prompt logprob, tokens processed, (lp, n) per choice
 
 
 def _combine(item: ChoiceItem, groups: list[_GroupScore], latency_s: float) -> ChoiceScores:
@@ -124,7 +124,9 @@ def _flat_scores(member: Member, groups: list[tuple[str, list[str]]], with_promp
     for conts in choice_scores:
         prompt_score = next(scores) if with_prompt else None
         prompt_logprob = prompt_score.sum_logprob if prompt_score else None
-        out.append((prompt_logprob, sum(s.n_tokens for s in conts), [(s.sum_logprob, s.n_tokens) for s in conts]))
+        out.append(
+            (prompt_logprob, sum(s.n_tokens for s in conts), [(s.sum_logprob, s.n_tokens) for s in conts])
+        )
     return out
 
 
@@ -133,7 +135,9 @@ def _shared_prompt_scores(
 ) -> list[_GroupScore]:
     """HF members: `score_shared` (each prompt once; tokens counted as prompt + choices)."""
     out: list[_GroupScore] = []
-    for (prompt, _), (own, scored) in zip(groups, member.score_shared(groups, with_prompt=with_prompt)):
+    for (prompt, _), (own, scored) in zip(
+        groups, member.score_shared(groups, with_prompt=with_prompt), strict=True
+    ):
         tokens = len(member.encode_text(prompt)) + sum(s.n_tokens for s in scored)
         out.append((own.sum_logprob if own else None, tokens, [(s.sum_logprob, s.n_tokens) for s in scored]))
     return out

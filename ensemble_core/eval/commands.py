@@ -1,4 +1,5 @@
-"""`llm-ensemble eval` and `llm-ensemble bench`, as typer command functions (registered in ensemble_core.cli)."""
+"""`llm-ensemble eval` and `llm-ensemble bench`, as typer command functions (registered in
+ensemble_core.cli)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Annotated
 
 import typer
@@ -42,25 +44,43 @@ def _command_line() -> str:
 
 
 def eval_command(
-    data: Annotated[str, typer.Option("--data", "-d", help="a public set (arc_easy, piqa, hellaswag, ...) or a JSONL file")],
+    data: Annotated[
+        str,
+        typer.Option("--data", "-d", help="a public set (arc_easy, piqa, hellaswag, ...) or a JSONL file"),
+    ],
     strategies: Annotated[
         str | None,
         typer.Option(
-            "--strategies", "-s",
-            help="comma-separated specs: single:MEMBER, choice-ensemble\\[weights=packllm-sim], any registered "
-            "strategy, with parameters as name\\[key=value,...]; default: each member alone and choice-ensemble "
+            "--strategies",
+            "-s",
+            help="comma-separated specs: single:MEMBER, choice-ensemble\\[weights=packllm-sim], any "
+            "registered "
+            "strategy, with parameters as name\\[key=value,...]; default: each member alone and "
+            "choice-ensemble "
             "(uniform and packllm-sim)",
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="the first N items (0: all)")] = 500,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder, also the resume cache (default: reports/eval/SET)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="report folder, also the resume cache (default: reports/eval/SET)"),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the public sets")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="ensemble config whose members to use")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="ensemble config whose members to use")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for sampling, shuffles and bootstrap")] = 0,
-    norm: Annotated[str, typer.Option("--norm", help="normalise choice log-likelihood by chars, bytes or none")] = "chars",
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="answer length for generating strategies")] = None,
+    norm: Annotated[
+        str, typer.Option("--norm", help="normalise choice log-likelihood by chars, bytes or none")
+    ] = "chars",
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="answer length for generating strategies")
+    ] = None,
     protocol: Annotated[
-        str, typer.Option("--protocol", help="multiple choice: auto (log-likelihood where it applies) or generate")
+        str,
+        typer.Option(
+            "--protocol", help="multiple choice: auto (log-likelihood where it applies) or generate"
+        ),
     ] = "auto",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="scoring threads per member")] = 1,
@@ -89,15 +109,27 @@ def eval_command(
         )
         folder = out or Path("reports") / "eval" / dataset.name
         evaluation = Evaluation(
-            dataset, members, parse_specs(spec_text), folder, seed=seed, norm=norm,  # type: ignore[arg-type]
-            max_tokens=max_tokens, mc_protocol=protocol, workers=workers,  # type: ignore[arg-type]
+            dataset,
+            members,
+            parse_specs(spec_text),
+            folder,
+            seed=seed,
+            norm=norm,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            mc_protocol=protocol,  # type: ignore[arg-type]
+            workers=workers,
         )
         with _progress() as factory:
             results = evaluation.run(factory)
         singles = {t.label for t in evaluation.targets if t.is_single}
         summary = build_summary(
-            command=_command_line(), dataset=dataset, settings=evaluation.settings, results=results,
-            singles=singles, scores=evaluation.scores, notes=evaluation.notes,
+            command=_command_line(),
+            dataset=dataset,
+            settings=evaluation.settings,
+            results=results,
+            singles=singles,
+            scores=evaluation.scores,
+            notes=evaluation.notes,
         )
         report = write_report(summary, results, folder)
     except EnsembleError as err:
@@ -107,11 +139,21 @@ def eval_command(
     for column in ("strategy", "protocol", "accuracy %", "95% CI", "latency/item s"):
         table.add_column(column)
     for row in summary.strategies:
-        table.add_row(escape(row.strategy), row.protocol, f"{100 * row.accuracy:.1f}",
-                      f"{100 * row.ci_low:.1f}–{100 * row.ci_high:.1f}", f"{row.latency_s:.3f}")
+        table.add_row(
+            escape(row.strategy),
+            row.protocol,
+            f"{100 * row.accuracy:.1f}",
+            f"{100 * row.ci_low:.1f}–{100 * row.ci_high:.1f}",
+            f"{row.latency_s:.3f}",
+        )
     Console().print(table)
     for c in summary.comparisons:
-        Console().print(escape(f"{c.a} vs {c.b}: {100 * c.gain:+.1f} points, 95% CI [{100 * c.ci_low:.1f}, {100 * c.ci_high:.1f}]"))
+        Console().print(
+            escape(
+                f"{c.a} vs {c.b}: {100 * c.gain:+.1f} points, 95% CI [{100 * c.ci_low:.1f}, "
+                f"{100 * c.ci_high:.1f}]"
+            )
+        )
     Console().print(f"report: {report}")
 
 
@@ -120,8 +162,12 @@ class _progress:
 
     def __enter__(self) -> Callable[[str, int], Callable[[], None]]:
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=_console,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=_console,
         )
         self.bar.__enter__()
 
@@ -131,17 +177,29 @@ class _progress:
 
         return factory
 
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.bar.__exit__(exc_type, exc, traceback)
 
 
 def bench_command(
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="also write the figures as JSON here")] = None,
-    items: Annotated[int, typer.Option("--items", help="multiple-choice items for the scoring benchmark")] = 40,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="also write the figures as JSON here")
+    ] = None,
+    items: Annotated[
+        int, typer.Option("--items", help="multiple-choice items for the scoring benchmark")
+    ] = 40,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="tokens generated per call")] = 32,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the public sets")] = None,
     skip: Annotated[
-        str | None, typer.Option("--skip", help="comma-separated sections to skip: scoring,fusion,concurrency,adapter,memory,gpu")
+        str | None,
+        typer.Option(
+            "--skip", help="comma-separated sections to skip: scoring,fusion,concurrency,adapter,memory,gpu"
+        ),
     ] = None,
 ) -> None:
     """Speed and overhead as ratios measured in one run: choice scoring paths, token fusion vs the members'
@@ -150,8 +208,13 @@ def bench_command(
 
     skipped = set((skip or "").split(",")) - {""}
     try:
-        report = run_bench(items=items, max_tokens=max_tokens, data_dir=data_dir, skip=skipped,
-                           log=lambda line: Console().print(line))
+        report = run_bench(
+            items=items,
+            max_tokens=max_tokens,
+            data_dir=data_dir,
+            skip=skipped,
+            log=lambda line: Console().print(line),
+        )
     except EnsembleError as err:
         _console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
@@ -159,4 +222,3 @@ def bench_command(
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
         Console().print(f"figures: {out / 'bench.json'}")
-

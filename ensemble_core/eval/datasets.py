@@ -68,7 +68,9 @@ def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as err:
-                raise ConfigError(f"{path}:{number}: not valid JSON ({err.msg}); write one JSON object per line") from err
+                raise ConfigError(
+                    f"{path}:{number}: not valid JSON ({err.msg}); write one JSON object per line"
+                ) from err
 
 
 # Each public set: its file(s) under the data folder and how one record becomes an item.
@@ -78,7 +80,11 @@ def _query_choices(answer_cue: str) -> Callable[[int, dict[str, Any]], Item]:
     def parse(i: int, row: dict[str, Any]) -> Item:
         query = row["query"]
         return ChoiceItem(
-            id=str(i), question=query.strip(), prompt=query.rstrip() + answer_cue, choices=row["choices"], gold=row["gold"]
+            id=str(i),
+            question=query.strip(),
+            prompt=query.rstrip() + answer_cue,
+            choices=row["choices"],
+            gold=row["gold"],
         )
 
     return parse
@@ -89,14 +95,20 @@ def _winogrande(i: int, row: dict[str, Any]) -> Item:
     options = [f"{c} {continuation}" for c in row["context_options"]]
     question = "Which sentence makes more sense?\n" + "\n".join(f"- {o}" for o in options)
     return ChoiceItem(
-        id=str(i), question=question, choices=options, gold=row["gold"],
-        contexts=row["context_options"], continuation=continuation,
+        id=str(i),
+        question=question,
+        choices=options,
+        gold=row["gold"],
+        contexts=row["context_options"],
+        continuation=continuation,
     )
 
 
 def _hellaswag(i: int, row: dict[str, Any]) -> Item:
     ctx = row["ctx"].strip()
-    return ChoiceItem(id=str(row.get("idx", i)), question=ctx, prompt=ctx, choices=row["endings"], gold=int(row["label"]))
+    return ChoiceItem(
+        id=str(row.get("idx", i)), question=ctx, prompt=ctx, choices=row["endings"], gold=int(row["label"])
+    )
 
 
 def _lambada(i: int, row: dict[str, Any]) -> Item:
@@ -114,7 +126,9 @@ _TRIVIA_QUESTION = re.compile(r"^\s*Question:\s*(.*?)\s*(?:\n\s*Answer:\s*)?$", 
 def _triviaqa(i: int, row: dict[str, Any]) -> Item:
     found = _TRIVIA_QUESTION.match(row["context"])
     question = found.group(1) if found else row["context"]
-    return AnswerItem(id=str(i), question=question, answers=[row["answer"], *row.get("aliases", [])], match="exact")
+    return AnswerItem(
+        id=str(i), question=question, answers=[row["answer"], *row.get("aliases", [])], match="exact"
+    )
 
 
 def _gsm8k(i: int, row: dict[str, Any]) -> Item:
@@ -149,11 +163,13 @@ def dataset_names() -> list[str]:
     return sorted(_SETS)
 
 
-def load_dataset(name_or_path: str, *, data_dir_path: str | Path | None = None, limit: int | None = None,
-                 seed: int = 0) -> Dataset:
+def load_dataset(
+    name_or_path: str, *, data_dir_path: str | Path | None = None, limit: int | None = None, seed: int = 0
+) -> Dataset:
     """A public set by name (see `dataset_names()`) or a user's JSONL file by path; the first `limit` items.
 
-    `seed` fixes the deterministic choice shuffle of TruthfulQA MC1 (whose true answer is always listed first).
+    `seed` fixes the deterministic choice shuffle of TruthfulQA MC1 (whose true answer is always listed
+    first).
     """
     if name_or_path in _SETS:
         root = data_dir(data_dir_path)
@@ -161,7 +177,9 @@ def load_dataset(name_or_path: str, *, data_dir_path: str | Path | None = None, 
         paths = [root / f for f in spec.files]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
-            raise ConfigError(f"data set {name_or_path!r}: missing {', '.join(missing)} (is the data folder right?)")
+            raise ConfigError(
+                f"data set {name_or_path!r}: missing {', '.join(missing)} (is the data folder right?)"
+            )
         if name_or_path == "mmlu":
             files = sorted(paths[0].glob("*.csv"))
             items = _mmlu(files, limit)
@@ -177,8 +195,12 @@ def load_dataset(name_or_path: str, *, data_dir_path: str | Path | None = None, 
         raise ConfigError(
             f"--data {name_or_path!r} is neither a known set ({', '.join(dataset_names())}) nor a JSONL file"
         )
-    return Dataset(name=path.stem, path=str(path.resolve()), sha256=sha256_of([path]),
-                   items=_parse_rows(path, _user_item, limit))
+    return Dataset(
+        name=path.stem,
+        path=str(path.resolve()),
+        sha256=sha256_of([path]),
+        items=_parse_rows(path, _user_item, limit),
+    )
 
 
 def _parse_rows(path: Path, parse: Callable[[int, dict[str, Any]], Item], limit: int | None) -> list[Item]:
@@ -209,18 +231,25 @@ def _mmlu(files: list[Path], limit: int | None) -> list[Item]:
                     return items
                 choices = [row[f"choice{k}"] for k in range(4)]
                 question = (
-                    f"The following is a multiple choice question about {subject}.\n\n{row['question'].strip()}\n"
+                    "The following is a multiple choice question about "
+                    f"{subject}.\n\n{row['question'].strip()}\n"
                     + "\n".join(f"{'ABCD'[k]}. {c}" for k, c in enumerate(choices))
                 )
-                items.append(ChoiceItem(
-                    id=f"{path.stem}-{row_number}", question=question, prompt=question + "\nAnswer:",
-                    choices=choices, gold=int(row["answer"]),
-                ))
+                items.append(
+                    ChoiceItem(
+                        id=f"{path.stem}-{row_number}",
+                        question=question,
+                        prompt=question + "\nAnswer:",
+                        choices=choices,
+                        gold=int(row["answer"]),
+                    )
+                )
     return items
 
 
 def _truthfulqa(path: Path, seed: int) -> list[Item]:
-    """MC1: one true answer, listed first in the file; shuffled per item with a seeded RNG so position says nothing."""
+    """MC1: one true answer, listed first in the file; shuffled per item with a seeded RNG so position says
+    nothing."""
     rows = json.loads(path.read_text(encoding="utf-8"))
     items: list[Item] = []
     for i, row in enumerate(rows):
@@ -229,7 +258,9 @@ def _truthfulqa(path: Path, seed: int) -> list[Item]:
         random.Random(f"{seed}:{i}").shuffle(order)
         question = "Question: " + row["question"].strip()
         gold = next(k for k, text in enumerate(order) if targets[text] == 1)
-        items.append(ChoiceItem(id=str(i), question=question, prompt=question + "\nAnswer:", choices=order, gold=gold))
+        items.append(
+            ChoiceItem(id=str(i), question=question, prompt=question + "\nAnswer:", choices=order, gold=gold)
+        )
     return items
 
 
@@ -248,11 +279,22 @@ def _user_item(i: int, row: dict[str, Any]) -> Item:
         if isinstance(gold, str) and gold.strip().upper() in _LETTERS[: len(row["choices"])]:
             gold = _LETTERS.index(gold.strip().upper())
         if not isinstance(gold, int):
-            raise ValueError("a multiple-choice record needs 'gold' (0-based index) or 'answer' (index or letter)")
-        return ChoiceItem(id=item_id, question=str(question).strip(), prompt=str(question).rstrip() + "\nAnswer:",
-                          choices=row["choices"], gold=gold)
+            raise ValueError(
+                "a multiple-choice record needs 'gold' (0-based index) or 'answer' (index or letter)"
+            )
+        return ChoiceItem(
+            id=item_id,
+            question=str(question).strip(),
+            prompt=str(question).rstrip() + "\nAnswer:",
+            choices=row["choices"],
+            gold=gold,
+        )
     answers = row.get("answers", row.get("answer"))
     if answers is None:
-        raise ValueError("a record needs 'choices' + 'gold' (multiple choice) or 'answer' / 'answers' (short answer)")
+        raise ValueError(
+            "a record needs 'choices' + 'gold' (multiple choice) or 'answer' / 'answers' (short answer)"
+        )
     answers = [answers] if isinstance(answers, (str, int, float)) else answers
-    return AnswerItem(id=item_id, question=str(question), answers=[str(a) for a in answers], match=row.get("match", "exact"))
+    return AnswerItem(
+        id=item_id, question=str(question), answers=[str(a) for a in answers], match=row.get("match", "exact")
+    )

@@ -24,14 +24,22 @@ class ChoiceItem(_Item):
     kind: Literal["choice"] = "choice"
     choices: list[str] = Field(min_length=2)
     gold: int = Field(ge=0)
-    prompt: str = Field(default="", description="the scoring prompt; each choice is scored after it (with a space)")
-    contexts: list[str] | None = Field(default=None, description="Winogrande-style: one scoring prompt per choice")
-    continuation: str | None = Field(default=None, description="Winogrande-style: the text scored after each context")
+    prompt: str = Field(
+        default="", description="the scoring prompt; each choice is scored after it (with a space)"
+    )
+    contexts: list[str] | None = Field(
+        default=None, description="Winogrande-style: one scoring prompt per choice"
+    )
+    continuation: str | None = Field(
+        default=None, description="Winogrande-style: the text scored after each context"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ChoiceItem:
         if self.gold >= len(self.choices):
-            raise ValueError(f"gold is {self.gold} but there are only {len(self.choices)} choices (0-based index)")
+            raise ValueError(
+                f"gold is {self.gold} but there are only {len(self.choices)} choices (0-based index)"
+            )
         if (self.contexts is None) != (self.continuation is None):
             raise ValueError("Winogrande-style items need both contexts and continuation")
         if self.contexts is not None and len(self.contexts) != len(self.choices):
@@ -39,8 +47,8 @@ class ChoiceItem(_Item):
         return self
 
     def groups(self) -> list[tuple[str, list[str]]]:
-        """(prompt, continuations) groups to score, in choice order: one group sharing the prompt, or one group
-        per choice for Winogrande-style items. Continuations start with a space (the word boundary)."""
+        """(prompt, continuations) groups to score, in choice order: one group sharing the prompt, or one
+        group per choice for Winogrande-style items. Continuations start with a space (the word boundary)."""
         if self.contexts is not None and self.continuation is not None:
             return [(context, [" " + self.continuation.lstrip()]) for context in self.contexts]
         return [(self.prompt or self.question, [" " + c.lstrip() for c in self.choices])]

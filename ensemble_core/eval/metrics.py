@@ -57,7 +57,9 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], *, samples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+def paired_bootstrap(
+    a: Sequence[bool], b: Sequence[bool], *, samples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
     """95% interval of accuracy(a) - accuracy(b), resampling items with replacement (seeded)."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if diff.size == 0:
@@ -68,16 +70,25 @@ def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], *, samples: int = 10_
     return (float(low), float(high))
 
 
-def compare(a_name: str, a: Sequence[bool], b_name: str, b: Sequence[bool], *, seed: int = 0) -> PairedComparison:
+def compare(
+    a_name: str, a: Sequence[bool], b_name: str, b: Sequence[bool], *, seed: int = 0
+) -> PairedComparison:
     """Paired comparison of two strategies' per-item correctness (same items, same order)."""
     if len(a) != len(b):
         raise ValueError(f"paired comparison needs the same items: {len(a)} vs {len(b)}")
-    a_only = sum(1 for x, y in zip(a, b) if x and not y)
-    b_only = sum(1 for x, y in zip(a, b) if y and not x)
+    a_only = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    b_only = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
     low, high = paired_bootstrap(a, b, seed=seed)
     return PairedComparison(
-        a=a_name, b=b_name, n=len(a), gain=(sum(a) - sum(b)) / max(len(a), 1), ci_low=low, ci_high=high,
-        a_only=a_only, b_only=b_only, p_value=mcnemar_exact(a_only, b_only),
+        a=a_name,
+        b=b_name,
+        n=len(a),
+        gain=(sum(a) - sum(b)) / max(len(a), 1),
+        ci_low=low,
+        ci_high=high,
+        a_only=a_only,
+        b_only=b_only,
+        p_value=mcnemar_exact(a_only, b_only),
     )
 
 

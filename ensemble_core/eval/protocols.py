@@ -23,9 +23,12 @@ from ensemble_core.types import Message, Params, Request
 
 PROTOCOL_TEXT = (
     "Protocol. Multiple choice: *loglik* = a member picks the choice with the highest length-normalised "
-    "log-likelihood (lm-evaluation-harness style), choice-ensemble sums the members' normalised choice scores "
-    "with weights; *routed* = a router picks a member from the question alone and that member's loglik answer "
-    "counts (RouterBench style); *generate* = the strategy answers the question with lettered choices and the "
+    "log-likelihood (lm-evaluation-harness style), choice-ensemble sums the members' normalised choice "
+    "scores "
+    "with weights; *routed* = a router picks a member from the question alone and that member's loglik "
+    "answer "
+    "counts (RouterBench style); *generate* = the strategy answers the question with lettered choices and "
+    "the "
     "letter (or the one choice text) it names counts, anything else is wrong; its baselines are the single "
     "members under the same protocol. Short answer: generation, exact / numeric / first-word match."
 )
@@ -65,7 +68,10 @@ def plan(
     if kind == "answer" or mc_protocol == "generate":
         for spec in specs:
             if spec.name == CHOICE_ENSEMBLE:
-                notes.append(f"{spec.label}: not applicable ({'short-answer set' if kind == 'answer' else 'generate protocol'})")
+                notes.append(
+                    f"{spec.label}: not applicable "
+                    f"({'short-answer set' if kind == 'answer' else 'generate protocol'})"
+                )
                 continue
             targets.append(Target(spec=spec, protocol="generate"))
         return targets, notes
@@ -81,7 +87,9 @@ def plan(
             label = f"single:{name}{GENERATE_SUFFIX}"
             spec = StrategySpec(label=label, name="single", params={"member": name})
             targets.append(Target(spec=spec, protocol="generate"))
-        notes.append("generating strategies are compared with the single members under the same generate protocol")
+        notes.append(
+            "generating strategies are compared with the single members under the same generate protocol"
+        )
     return targets, notes
 
 
@@ -94,7 +102,8 @@ def choice_prompt(item: ChoiceItem) -> str:
 def request_for(item: Item, max_tokens: int, seed: int) -> Request:
     text = choice_prompt(item) if isinstance(item, ChoiceItem) else item.question
     return Request(
-        messages=[Message(role="user", content=text)], params=Params(max_tokens=max_tokens, temperature=0.0, seed=seed)
+        messages=[Message(role="user", content=text)],
+        params=Params(max_tokens=max_tokens, temperature=0.0, seed=seed),
     )
 
 

@@ -78,9 +78,17 @@ def _summary(name: str, rows: list[ItemResult], single: bool) -> StrategySummary
     correct = sum(r.correct for r in rows)
     low, high = wilson_interval(correct, n)
     return StrategySummary(
-        strategy=name, protocol=rows[0].protocol, single=single, n=n, correct=correct, accuracy=correct / max(n, 1),
-        ci_low=low, ci_high=high, calls=sum(r.calls for r in rows) / max(n, 1),
-        tokens=sum(r.tokens for r in rows) / max(n, 1), latency_s=sum(r.latency_s for r in rows) / max(n, 1),
+        strategy=name,
+        protocol=rows[0].protocol,
+        single=single,
+        n=n,
+        correct=correct,
+        accuracy=correct / max(n, 1),
+        ci_low=low,
+        ci_high=high,
+        calls=sum(r.calls for r in rows) / max(n, 1),
+        tokens=sum(r.tokens for r in rows) / max(n, 1),
+        latency_s=sum(r.latency_s for r in rows) / max(n, 1),
         errors=sum(r.error is not None for r in rows),
     )
 
@@ -141,14 +149,22 @@ def cascade_curve(
         escalated, kept = ranked[:k], ranked[k:]
         right = sum(scores[strong][i.id].prediction(norm) == i.gold for i in escalated)
         right += sum(scores[cheap][i.id].prediction(norm) == i.gold for i in kept)
-        seconds = sum(scores[cheap][i.id].latency_s for i in items) + sum(scores[strong][i.id].latency_s for i in escalated)
+        seconds = sum(scores[cheap][i.id].latency_s for i in items) + sum(
+            scores[strong][i.id].latency_s for i in escalated
+        )
         points.append(CurvePoint(escalated=k / n, accuracy=right / n, latency_s=seconds / n))
     return points
 
 
 def build_summary(
-    *, command: str, dataset: Dataset, settings: EvalSettings, results: Sequence[ItemResult], singles: set[str],
-    scores: dict[str, dict[str, ChoiceScores]], notes: list[str],
+    *,
+    command: str,
+    dataset: Dataset,
+    settings: EvalSettings,
+    results: Sequence[ItemResult],
+    singles: set[str],
+    scores: dict[str, dict[str, ChoiceScores]],
+    notes: list[str],
 ) -> Summary:
     strategies = summarise(results, singles)
     choice_items = [i for i in dataset.items if isinstance(i, ChoiceItem)]
@@ -156,11 +172,19 @@ def build_summary(
     protocol = "loglik" if any(s.protocol == "loglik" for s in strategies) else "generate"
     order = [m for m in settings.members if m in scores]
     return Summary(
-        command=command, created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), dataset=dataset.name,
-        data_path=dataset.path, sha256=dataset.sha256, settings=settings, chance=chance, strategies=strategies,
-        oracle=oracle(results, singles, protocol), comparisons=best_comparisons(strategies, results, settings.seed),
+        command=command,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        dataset=dataset.name,
+        data_path=dataset.path,
+        sha256=dataset.sha256,
+        settings=settings,
+        chance=chance,
+        strategies=strategies,
+        oracle=oracle(results, singles, protocol),
+        comparisons=best_comparisons(strategies, results, settings.seed),
         cascade_curve=cascade_curve(choice_items, scores, order, settings.norm) if scores else [],
-        cascade_order=order[:2], notes=notes,
+        cascade_order=order[:2],
+        notes=notes,
     )
 
 
@@ -175,13 +199,15 @@ def markdown(summary: Summary) -> str:
         "",
         f"- command: `{summary.command}`",
         f"- data: `{summary.data_path}` sha256 `{summary.sha256}`",
-        f"- seed {s.seed}; choice scores normalised by {s.norm}; members: {', '.join(s.members)}; {summary.created}",
+        f"- seed {s.seed}; choice scores normalised by {s.norm}; members: {', '.join(s.members)}; "
+        f"{summary.created}",
     ]
     if summary.chance is not None:
         lines.append(f"- chance level: {_pct(summary.chance)}%")
     lines += ["", PROTOCOL_TEXT, ""]
     lines += [
-        "| strategy | protocol | accuracy % | 95% CI (Wilson) | n | calls/item | tokens/item | latency/item s |",
+        "| strategy | protocol | accuracy % | 95% CI (Wilson) | n | calls/item | tokens/item | latency/item "
+        "s |",
         "|---|---|---:|---|---:|---:|---:|---:|",
     ]
     rows = summary.strategies + ([summary.oracle] if summary.oracle else [])
@@ -190,7 +216,8 @@ def markdown(summary: Summary) -> str:
         is_oracle = row is summary.oracle
         cost = "— | — | —" if is_oracle else f"{row.calls:.2f} | {row.tokens:.0f} | {row.latency_s:.3f}"
         lines.append(
-            f"| {row.strategy}{errors} | {row.protocol} | {_pct(row.accuracy)} | {_pct(row.ci_low)}–{_pct(row.ci_high)}"
+            f"| {row.strategy}{errors} | {row.protocol} | {_pct(row.accuracy)} | "
+            f"{_pct(row.ci_low)}–{_pct(row.ci_high)}"
             f" | {row.n} | {cost} |"
         )
     lines += ["", "## Does an ensemble beat the best member?", ""]
@@ -198,27 +225,39 @@ def markdown(summary: Summary) -> str:
         lines.append("No ensemble strategy and single member were run under the same protocol.")
     for c in summary.comparisons:
         verdict = (
-            "yes: the gain is significant" if c.ci_low > 0 else
-            "no: it is significantly worse" if c.ci_high < 0 else
-            "not shown: the interval includes 0"
+            "yes: the gain is significant"
+            if c.ci_low > 0
+            else "no: it is significantly worse"
+            if c.ci_high < 0
+            else "not shown: the interval includes 0"
         )
         lines.append(
-            f"- **{c.a}** vs **{c.b}** on {c.n} paired items: {100 * c.gain:+.1f} points, paired bootstrap 95% CI "
-            f"[{_pct(c.ci_low)}, {_pct(c.ci_high)}]; McNemar exact p = {c.p_value:.3g} ({c.a_only} items only "
+            f"- **{c.a}** vs **{c.b}** on {c.n} paired items: {100 * c.gain:+.1f} points, paired bootstrap "
+            "95% CI "
+            f"[{_pct(c.ci_low)}, {_pct(c.ci_high)}]; McNemar exact p = {c.p_value:.3g} ({c.a_only} items "
+            "only "
             f"{c.a} got right, {c.b_only} only {c.b}). Beats the best member: {verdict}."
         )
     if summary.cascade_curve:
         cheap, strong = summary.cascade_order
         lines += [
-            "", f"## Cascade on choice scores ({cheap} first, {strong} when {cheap}'s margin is low)", "",
-            "| escalated % | accuracy % | latency/item s |", "|---:|---:|---:|",
+            "",
+            f"## Cascade on choice scores ({cheap} first, {strong} when {cheap}'s margin is low)",
+            "",
+            "| escalated % | accuracy % | latency/item s |",
+            "|---:|---:|---:|",
         ]
         for p in summary.cascade_curve[:: max(1, len(summary.cascade_curve) // 5)]:
             lines.append(f"| {_pct(p.escalated)} | {_pct(p.accuracy)} | {p.latency_s:.3f} |")
     if summary.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in summary.notes]
-    lines += ["", "Files: `items.jsonl` (one line per strategy and item), `summary.json`, `accuracy.png`"
-              + (", `cost_quality.png`" if summary.cascade_curve else "") + ".", ""]
+    lines += [
+        "",
+        "Files: `items.jsonl` (one line per strategy and item), `summary.json`, `accuracy.png`"
+        + (", `cost_quality.png`" if summary.cascade_curve else "")
+        + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -234,26 +273,44 @@ def plot(summary: Summary, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.2))
     colours = {"loglik": "tab:blue", "routed": "tab:green", "generate": "tab:orange"}
     for y, row in enumerate(rows):
-        ax.barh(y, 100 * row.accuracy, color=colours.get(row.protocol, "grey"), alpha=0.8 if row.single else 1.0,
-                hatch="//" if row.single else None)
-        ax.errorbar(100 * row.accuracy, y, xerr=[[100 * (row.accuracy - row.ci_low)], [100 * (row.ci_high - row.accuracy)]],
-                    color="black", capsize=3)
+        ax.barh(
+            y,
+            100 * row.accuracy,
+            color=colours.get(row.protocol, "grey"),
+            alpha=0.8 if row.single else 1.0,
+            hatch="//" if row.single else None,
+        )
+        ax.errorbar(
+            100 * row.accuracy,
+            y,
+            xerr=[[100 * (row.accuracy - row.ci_low)], [100 * (row.ci_high - row.accuracy)]],
+            color="black",
+            capsize=3,
+        )
     if summary.oracle:
-        ax.axvline(100 * summary.oracle.accuracy, color="tab:red", linestyle="--", label="oracle (any member right)")
+        ax.axvline(
+            100 * summary.oracle.accuracy, color="tab:red", linestyle="--", label="oracle (any member right)"
+        )
     if summary.chance:
         ax.axvline(100 * summary.chance, color="grey", linestyle=":", label="chance")
     ax.set_yticks(range(len(rows)), [f"{r.strategy} [{r.protocol}]" for r in rows])
     ax.set_xlabel("accuracy % (95% Wilson interval)")
     ax.set_title(f"{summary.dataset} ({rows[0].n if rows else 0} items)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / (len(rows) + 3)), ncol=2, fontsize="small")
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / (len(rows) + 3)), ncol=2, fontsize="small"
+    )
     fig.tight_layout()
     written.append(out / "accuracy.png")
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
     if summary.cascade_curve:
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        ax.plot([p.latency_s for p in summary.cascade_curve], [100 * p.accuracy for p in summary.cascade_curve],
-                marker=".", label="cascade on choice scores (threshold moves)")
+        ax.plot(
+            [p.latency_s for p in summary.cascade_curve],
+            [100 * p.accuracy for p in summary.cascade_curve],
+            marker=".",
+            label="cascade on choice scores (threshold moves)",
+        )
         for row in rows:
             if row.protocol in ("loglik", "routed"):
                 ax.scatter(row.latency_s, 100 * row.accuracy, zorder=3)

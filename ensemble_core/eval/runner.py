@@ -68,7 +68,8 @@ class ItemResult(BaseModel):
 
 
 class ResultCache:
-    """Append-only JSONL files under `out/cache`, one per member's scores or per strategy, keyed by item id."""
+    """Append-only JSONL files under `out/cache`, one per member's scores or per strategy, keyed by item
+    id."""
 
     def __init__(self, folder: Path):
         self.folder = folder / "cache"
@@ -114,7 +115,8 @@ def check_settings(out: Path, settings: EvalSettings) -> None:
 
 
 class Evaluation:
-    """One data set, the members, and the strategies to compare; `run()` fills the cache and returns results."""
+    """One data set, the members, and the strategies to compare; `run()` fills the cache and returns
+    results."""
 
     def __init__(
         self,
@@ -142,8 +144,13 @@ class Evaluation:
         self.workers = max(1, workers)
         self.targets, self.notes = plan(specs, dataset.kind, list(self.members), mc_protocol)
         self.settings = EvalSettings(
-            dataset=dataset.name, sha256=dataset.sha256, seed=seed, norm=norm, members=list(self.members),
-            max_tokens=max_tokens, mc_protocol=mc_protocol,
+            dataset=dataset.name,
+            sha256=dataset.sha256,
+            seed=seed,
+            norm=norm,
+            members=list(self.members),
+            max_tokens=max_tokens,
+            mc_protocol=mc_protocol,
         )
         self.cache = ResultCache(out)
         self.scores: dict[str, dict[str, ChoiceScores]] = {}
@@ -171,7 +178,7 @@ class Evaluation:
     def run(self, progress: ProgressFactory | None = None) -> list[ItemResult]:
         check_settings(self.out, self.settings)
         torch.manual_seed(self.seed)
-        step_for = progress or (lambda _description, _total: (lambda: None))
+        step_for = progress or (lambda _description, _total: lambda: None)
         self.scores = self._score_all(step_for) if self.needs_scores() else {}
         results: list[ItemResult] = []
         for target in self.targets:
@@ -182,21 +189,25 @@ class Evaluation:
         return results
 
     def _score_all(self, step_for: ProgressFactory) -> dict[str, dict[str, ChoiceScores]]:
-        """Every member's choice scores for every item (all members: the oracle and choice-ensemble need them).
-        Members score concurrently, `workers` threads each (torch releases the GIL), each member into its own
-        cache file."""
+        """Every member's choice scores for every item (all members: the oracle and choice-ensemble need
+        them). Members score concurrently, `workers` threads each (torch releases the GIL), each member into
+        its own cache file."""
         jobs = []
         with ThreadPoolExecutor(max_workers=len(self.members) * self.workers) as pool:
             scores: dict[str, dict[str, ChoiceScores]] = {}
             for name in self.members:
-                cached = {i: ChoiceScores.model_validate(v) for i, v in self.cache.load(f"scores.{name}").items()}
+                cached = {
+                    i: ChoiceScores.model_validate(v) for i, v in self.cache.load(f"scores.{name}").items()
+                }
                 scores[name] = cached
                 todo = [item for item in self.choice_items if item.id not in cached]
                 step = step_for(f"scoring with {name}", len(self.choice_items))
                 for _ in range(len(self.choice_items) - len(todo)):
                     step()
                 for share in range(self.workers):
-                    jobs.append(pool.submit(self._score_member, name, todo[share :: self.workers], cached, step))
+                    jobs.append(
+                        pool.submit(self._score_member, name, todo[share :: self.workers], cached, step)
+                    )
             for job in jobs:
                 job.result()
         return scores
@@ -209,23 +220,40 @@ class Evaluation:
             into[item.id] = scored
             step()
 
-    def _loglik(self, target: Target, item: ChoiceItem, scores: dict[str, dict[str, ChoiceScores]]) -> ItemResult:
+    def _loglik(
+        self, target: Target, item: ChoiceItem, scores: dict[str, dict[str, ChoiceScores]]
+    ) -> ItemResult:
         if target.is_single:
             member = target.spec.params["member"]
             mine = scores[member][item.id]
             pred = mine.prediction(self.norm)
             return ItemResult(
-                id=item.id, strategy=target.label, protocol="loglik", correct=pred == item.gold, pred=pred,
-                gold=item.gold, chosen=member, calls=1, tokens=mine.tokens, latency_s=mine.latency_s,
+                id=item.id,
+                strategy=target.label,
+                protocol="loglik",
+                correct=pred == item.gold,
+                pred=pred,
+                gold=item.gold,
+                chosen=member,
+                calls=1,
+                tokens=mine.tokens,
+                latency_s=mine.latency_s,
             )
         ensemble = ChoiceEnsemble(**target.spec.params)
         per_member = {name: member_scores[item.id] for name, member_scores in scores.items()}
         pred, weights, _ = ensemble.combine(per_member, self.norm)
         used = [per_member[n] for n in weights]
         return ItemResult(
-            id=item.id, strategy=target.label, protocol="loglik", correct=pred == item.gold, pred=pred,
-            gold=item.gold, calls=len(used), tokens=sum(s.tokens for s in used),
-            latency_s=sum(s.latency_s for s in used), details={"weights": weights},
+            id=item.id,
+            strategy=target.label,
+            protocol="loglik",
+            correct=pred == item.gold,
+            pred=pred,
+            gold=item.gold,
+            calls=len(used),
+            tokens=sum(s.tokens for s in used),
+            latency_s=sum(s.latency_s for s in used),
+            details={"weights": weights},
         )
 
     def _run_target(
@@ -260,9 +288,16 @@ class Evaluation:
         mine = scores[chosen][item.id]
         pred = mine.prediction(self.norm)
         return ItemResult(
-            id=item.id, strategy=target.label, protocol="routed", correct=pred == item.gold, pred=pred,
-            gold=item.gold, chosen=chosen, calls=len(ctx.trace.calls) + 1,
-            tokens=ctx.trace.usage.total_tokens + mine.tokens, latency_s=route_s + mine.latency_s,
+            id=item.id,
+            strategy=target.label,
+            protocol="routed",
+            correct=pred == item.gold,
+            pred=pred,
+            gold=item.gold,
+            chosen=chosen,
+            calls=len(ctx.trace.calls) + 1,
+            tokens=ctx.trace.usage.total_tokens + mine.tokens,
+            latency_s=route_s + mine.latency_s,
             details={"reason": decision.reason},
         )
 
@@ -273,9 +308,13 @@ class Evaluation:
             result = run_sync(ensemble.arun_request(request))
         except EnsembleError as err:
             return ItemResult(
-                id=item.id, strategy=target.label, protocol="generate", correct=False,
+                id=item.id,
+                strategy=target.label,
+                protocol="generate",
+                correct=False,
                 gold=item.gold if isinstance(item, ChoiceItem) else None,
-                latency_s=time.perf_counter() - start, error=f"{type(err).__name__}: {err}",
+                latency_s=time.perf_counter() - start,
+                error=f"{type(err).__name__}: {err}",
             )
         latency = time.perf_counter() - start
         if isinstance(item, ChoiceItem):
@@ -285,9 +324,16 @@ class Evaluation:
             assert isinstance(item, AnswerItem)
             pred, correct = None, answer_correct(item, result.text)
         return ItemResult(
-            id=item.id, strategy=target.label, protocol="generate", correct=correct, pred=pred,
-            gold=item.gold if isinstance(item, ChoiceItem) else None, text=result.text[:500],
-            chosen=result.trace.chosen, calls=len(result.trace.calls), tokens=result.usage.total_tokens,
+            id=item.id,
+            strategy=target.label,
+            protocol="generate",
+            correct=correct,
+            pred=pred,
+            gold=item.gold if isinstance(item, ChoiceItem) else None,
+            text=result.text[:500],
+            chosen=result.trace.chosen,
+            calls=len(result.trace.calls),
+            tokens=result.usage.total_tokens,
             latency_s=latency,
         )
 

@@ -34,7 +34,9 @@ class StrategySpec(BaseModel):
 
 def split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside brackets or braces (YAML values may hold lists and mappings)."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char in "[{":
             depth += 1
@@ -59,7 +61,9 @@ def parse_spec(text: str) -> StrategySpec:
     params: dict[str, Any] = {}
     if bracket:
         if not rest.endswith("]"):
-            raise ConfigError(f"strategy spec {text!r}: parameters go in brackets at the end: name[key=value]")
+            raise ConfigError(
+                f"strategy spec {text!r}: parameters go in brackets at the end: name[key=value]"
+            )
         for pair in split_top_level(rest[:-1]):
             key, sep, value = pair.partition("=")
             if not sep or not key.strip():
@@ -68,7 +72,9 @@ def parse_spec(text: str) -> StrategySpec:
     name, colon, member = head.strip().partition(":")
     if colon:
         if name != "single" or not member:
-            raise ConfigError(f"strategy spec {text!r}: only single takes a member after ':' (single:smollm2)")
+            raise ConfigError(
+                f"strategy spec {text!r}: only single takes a member after ':' (single:smollm2)"
+            )
         params["member"] = member
     if name != CHOICE_ENSEMBLE and name not in STRATEGIES:
         raise UnknownStrategyError(name, [*STRATEGIES, CHOICE_ENSEMBLE])

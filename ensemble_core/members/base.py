@@ -66,7 +66,8 @@ class Member(ABC):
     ):
         if not _NAME.match(name):
             raise ConfigError(
-                f"member name {name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.', starting with a "
+                f"member name {name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.', starting with "
+                "a "
                 "letter or digit"
             )
         self.name = name
@@ -102,7 +103,8 @@ class Member(ABC):
         if not self.has(capability):
             have = ", ".join(sorted(c.value for c in self.capabilities))
             raise CapabilityError(
-                f"member {self.name!r} ({type(self).__name__}) lacks the {capability.value!r} capability that "
+                f"member {self.name!r} ({type(self).__name__}) lacks the {capability.value!r} capability "
+                "that "
                 f"{why} needs (it has: {have}); use a member that offers it, e.g. an HFMember"
             )
 
@@ -139,16 +141,18 @@ class Member(ABC):
         return "\n".join(f"{m.role}: {m.content}" for m in request.prefilled_messages)
 
     def stop_strings(self, request: Request) -> list[str]:
-        """The stop strings this member's prompt format needs on top of the request's (default: the request's)."""
+        """The stop strings this member's prompt format needs on top of the request's (default: the
+        request's)."""
         return list(request.params.stop)
 
     # step -----------------------------------------------------------------------------------------------
     def step_session(self, prompts: Sequence[str]) -> StepSession:
-        """Start a stepping session on raw prompt texts (one row each): next-token log-probs with a KV cache."""
+        """Start a stepping session on raw prompt texts (one row each): next-token log-probs with a KV
+        cache."""
         self.require(Capability.STEP, "stepping")
         raise NotImplementedError
 
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027 (a backend with nothing to load keeps this no-op)
         """Load weights or open connections now rather than on the first call. Default: nothing to load."""
 
     def __repr__(self) -> str:

@@ -19,7 +19,9 @@ BreakerState = Literal["closed", "open", "half-open"]
 class BreakerPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     failure_threshold: int = Field(default=5, ge=1, description="consecutive failures that open the circuit")
-    reset_after_s: float = Field(default=30.0, gt=0, description="seconds the circuit stays open before a trial")
+    reset_after_s: float = Field(
+        default=30.0, gt=0, description="seconds the circuit stays open before a trial"
+    )
 
 
 class CircuitOpenError(EnsembleError, RuntimeError):
@@ -29,7 +31,7 @@ class CircuitOpenError(EnsembleError, RuntimeError):
 class CircuitBreaker:
     """Thread-safe breaker state for one member."""
 
-    def __init__(self, policy: BreakerPolicy | None = None, clock=time.monotonic):  # noqa: ANN001
+    def __init__(self, policy: BreakerPolicy | None = None, clock=time.monotonic):
         self.policy = policy or BreakerPolicy()
         self._clock = clock
         self._lock = threading.Lock()
@@ -50,7 +52,8 @@ class CircuitBreaker:
         return "open"
 
     def check(self, member: str) -> None:
-        """Raise `CircuitOpenError` if the member must not be called now; let one trial through when half-open."""
+        """Raise `CircuitOpenError` if the member must not be called now; let one trial through when
+        half-open."""
         with self._lock:
             state = self._state()
             if state == "closed":

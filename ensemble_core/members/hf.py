@@ -8,7 +8,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from ensemble_core.errors import ContextWindowError
 from ensemble_core.members.base import Capability, Member, Price, member_name_from
+from ensemble_core.members.hf_cache import cache_argument
 from ensemble_core.members.hf_generation import GenerationRun, MicroBatcher
 from ensemble_core.members.prompting import PLAIN_STOP, plain_prompt, template_messages, with_tools_in_system
 from ensemble_core.members.step import StepSession
@@ -27,6 +28,7 @@ from ensemble_core.types import (
     ContinuationScore,
     Delta,
     Generation,
+    Message,
     Request,
     tool_calls_to_chunks,
 )
@@ -70,7 +72,10 @@ class HFMember(Member):
         self.folder, self.gguf_file = locate(path, gguf_file)
         default_name = Path(self.gguf_file).stem if self.gguf_file else self.folder.name
         super().__init__(
-            name or member_name_from(default_name), price=price, context_window=context_window, timeout_s=timeout_s
+            name or member_name_from(default_name),
+            price=price,
+            context_window=context_window,
+            timeout_s=timeout_s,
         )
         self.device = torch.device(device or default_device())
         if dtype is None:
@@ -95,13 +100,17 @@ class HFMember(Member):
                 if is_converted(target):
                     folder = target
                 else:
-                    with reporting(f"converting {self.gguf_file} to safetensors (once; cached in {target.parent})"):
+                    with reporting(
+                        f"converting {self.gguf_file} to safetensors (once; cached in {target.parent})"
+                    ):
                         folder = convert_gguf(self.folder, self.gguf_file)
             key = (str(folder.resolve()), str(self.device), str(self.dtype))
             if key not in _LOADED:
                 with reporting(f"loading {self.name} on {self.device}"), _quiet_progress_bars():
-                    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=self.trust_remote_code)
-                    model = AutoModelForCausalLM.from_pretrained(
+                    tokenizer = AutoTokenizer.from_pretrained(
+                        folder, trust_remote_code=self.trust_remote_code
+                    )
+                    model: Any = AutoModelForCausalLM.from_pretrained(
                         folder,
                         dtype=self.dtype,
                         use_safetensors=True,
@@ -142,7 +151,8 @@ class HFMember(Member):
             return bool(getattr(self.tokenizer, "chat_template", None))
         return self.prompt_format == "chat"
 
-    # prompts --------------------------------------------------------------------------------------------------
+    # prompts
+    # --------------------------------------------------------------------------------------------------
     def format_prompt(self, request: Request) -> str:
         """The chat template (or plain format) of the request, followed by `request.prefill`: a plain prompt
         ends with "Answer:", so the prefill follows it after one space, as the model would write it."""
@@ -158,25 +168,37 @@ class HFMember(Member):
             if request.tools:
                 messages = with_tools_in_system(messages, request.tools)
             return plain_prompt(messages)
-        tools = [t.as_openai() for t in request.tools] or None
+        tools: list[dict[Any, Any] | Callable[..., Any]] | None = [
+            t.as_openai() for t in request.tools
+        ] or None
+        rendered = self._render_template(messages, tools)
+        if request.tools and not all(t.name in rendered for t in request.tools):
+            # The template ignores tools (SmolLM2's does): describe them in the system message instead.
+            rendered = self._render_template(with_tools_in_system(messages, request.tools), None)
+        return rendered
+
+    def _render_template(
+        self, messages: Sequence[Message], tools: list[dict[Any, Any] | Callable[..., Any]] | None
+    ) -> str:
         rendered = self.tokenizer.apply_chat_template(
             template_messages(messages), tools=tools, add_generation_prompt=True, tokenize=False
         )
-        if request.tools and not all(t.name in rendered for t in request.tools):
-            # The template ignores tools (SmolLM2's does): describe them in the system message instead.
-            rendered = self.tokenizer.apply_chat_template(
-                template_messages(with_tools_in_system(messages, request.tools)),
-                add_generation_prompt=True,
-                tokenize=False,
-            )
+        assert isinstance(rendered, str)  # tokenize=False renders text
         return rendered
 
     def encode_text(self, text: str) -> list[int]:
-        """Ids of a prompt text, with the tokenizer's special tokens (e.g. <bos>) unless the text already starts
-        with them (a rendered chat template does). Generate, score and step all encode prompts this way."""
+        """Ids of a prompt text, with the tokenizer's special tokens (e.g. <bos>) unless the text already
+        starts with them (a rendered chat template does). Generate, score and step all encode prompts this
+        way."""
         bos = self.tokenizer.bos_token
         add_special = not (bos and text.startswith(bos))
         return self.tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids, without special tokens."""
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence decodes to one text
+        return text
 
     def _encode_prompt(self, request: Request) -> list[int]:
         ids = self.encode_text(self.format_prompt(request))
@@ -188,7 +210,8 @@ class HFMember(Member):
     def stop_strings(self, request: Request) -> list[str]:
         return request.params.stop + ([] if self.uses_chat_template else PLAIN_STOP)
 
-    # generate ---------------------------------------------------------------------------------------------------
+    # generate
+    # ---------------------------------------------------------------------------------------------------
     def generate(self, request: Request) -> Generation:
         start = time.perf_counter()
         run = GenerationRun(self, request)
@@ -224,13 +247,19 @@ class HFMember(Member):
         generation = run.generation(time.perf_counter() - start)
         if buffer_for_tools and (generation.text or generation.tool_calls):
             yield Delta(
-                text=generation.text, tool_call_chunks=tool_calls_to_chunks(generation.tool_calls), member=self.name
+                text=generation.text,
+                tool_call_chunks=tool_calls_to_chunks(generation.tool_calls),
+                member=self.name,
             )
-        yield Delta(member=self.name, final=True, finish_reason=generation.finish_reason, usage=generation.usage)
+        yield Delta(
+            member=self.name, final=True, finish_reason=generation.finish_reason, usage=generation.usage
+        )
 
-    # score ------------------------------------------------------------------------------------------------------
+    # score
+    # ------------------------------------------------------------------------------------------------------
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
-        """Sum and mean log-probability of each continuation after its prompt (raw text), right-padded batches."""
+        """Sum and mean log-probability of each continuation after its prompt (raw text), right-padded
+        batches."""
         results: list[ContinuationScore] = []
         for start in range(0, len(pairs), self.score_batch_size):
             results.extend(self._score_batch(pairs[start : start + self.score_batch_size]))
@@ -254,10 +283,12 @@ class HFMember(Member):
             input_ids[i, : len(ids)] = torch.tensor(ids)
             mask[i, : len(ids)] = 1
         with torch.inference_mode():
-            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logits = self.model(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         out = []
-        for i, ((ids, n_context), (_, continuation)) in enumerate(zip(rows, pairs)):
+        for i, ((ids, n_context), (_, continuation)) in enumerate(zip(rows, pairs, strict=True)):
             targets = torch.tensor(ids[n_context:], device=logprobs.device)
             predicted = logprobs[i, n_context - 1 : len(ids) - 1].gather(-1, targets[:, None]).squeeze(-1)
             out.append(
@@ -278,7 +309,9 @@ class HFMember(Member):
         tok = self.tokenizer
         prompts = [(self.encode_text(p) if p else []) or [self._bos_id()] for p, _ in groups]
         targets = [[tok(c, add_special_tokens=False)["input_ids"] for c in conts] for _, conts in groups]
-        longest = max(len(p) + max((len(t) for t in ts), default=0) for p, ts in zip(prompts, targets))
+        longest = max(
+            len(p) + max((len(t) for t in ts), default=0) for p, ts in zip(prompts, targets, strict=True)
+        )
         if self.context_window is not None and longest > self.context_window:
             raise ContextWindowError(self.name, longest, self.context_window)
         ids, mask = _left_padded(prompts, self._pad_id(), self.device)
@@ -289,8 +322,12 @@ class HFMember(Member):
         index = torch.tensor(rows, device=self.device)
         with torch.inference_mode():
             out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                past_key_values=cache, use_cache=True, logits_to_keep=0 if with_prompt else 1,
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                **cache_argument(self.model, cache),
+                use_cache=True,
+                logits_to_keep=0 if with_prompt else 1,
             )
             logits = out.logits.float()
             prompt_sums = (
@@ -302,25 +339,30 @@ class HFMember(Member):
             out = self.model(
                 input_ids=cont_ids,
                 attention_mask=torch.cat([mask[index], cont_mask], dim=1),
-                position_ids=mask.sum(-1)[index][:, None] + torch.arange(cont_ids.shape[1], device=self.device),
-                past_key_values=cache, use_cache=True,
+                position_ids=mask.sum(-1)[index][:, None]
+                + torch.arange(cont_ids.shape[1], device=self.device),
+                **cache_argument(self.model, cache),
+                use_cache=True,
             )
             # A continuation's first token is predicted at the prompt's last position, the rest at its own.
             predicting = torch.cat([logits[index, -1:], out.logits[:, :-1].float()], dim=1)
             sums = (_token_logprobs(predicting, cont_ids) * cont_mask).sum(-1).tolist()
         results: list[tuple[ContinuationScore | None, list[ContinuationScore]]] = []
         position = 0
-        for g, ((prompt, conts), ts) in enumerate(zip(groups, targets)):
+        for g, ((prompt, conts), ts) in enumerate(zip(groups, targets, strict=True)):
             scored = [
                 ContinuationScore(sum_logprob=sums[position + k], n_tokens=len(t), n_chars=len(c))
-                for k, (t, c) in enumerate(zip(ts, conts))
+                for k, (t, c) in enumerate(zip(ts, conts, strict=True))
             ]
             position += len(ts)
-            own = ContinuationScore(sum_logprob=prompt_sums[g], n_tokens=len(prompts[g]) - 1, n_chars=len(prompt))
+            own = ContinuationScore(
+                sum_logprob=prompt_sums[g], n_tokens=len(prompts[g]) - 1, n_chars=len(prompt)
+            )
             results.append((own if with_prompt else None, scored))
         return results
 
-    # step -------------------------------------------------------------------------------------------------------
+    # step
+    # -------------------------------------------------------------------------------------------------------
     def step_session(self, prompts: Sequence[str]) -> HFStepSession:
         """Next-token log-probs for each prompt text (encoded as `encode_text` does), with a KV cache."""
         return HFStepSession(self, [self.encode_text(p) for p in prompts])
@@ -372,8 +414,10 @@ class HFStepSession(StepSession):
 
     def advance(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         if len(token_ids) != len(self._rows):
-            raise ValueError(f"advance needs one list of ids per row ({len(self._rows)}), got {len(token_ids)}")
-        for row, ids in zip(self._rows, token_ids):
+            raise ValueError(
+                f"advance needs one list of ids per row ({len(self._rows)}), got {len(token_ids)}"
+            )
+        for row, ids in zip(self._rows, token_ids, strict=True):
             row.extend(ids)
         if any(token_ids):
             self._forward(token_ids)
@@ -396,7 +440,7 @@ class HFStepSession(StepSession):
                 input_ids=ids.to(device),
                 attention_mask=self.mask,
                 position_ids=positions,
-                past_key_values=self.cache,
+                **cache_argument(self.model, self.cache),
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -412,7 +456,8 @@ class HFStepSession(StepSession):
 
 @contextlib.contextmanager
 def _quiet_progress_bars() -> Iterator[None]:
-    """Hide transformers' per-tensor progress bar for the fast safetensors load (the GGUF conversion keeps it)."""
+    """Hide transformers' per-tensor progress bar for the fast safetensors load (the GGUF conversion keeps
+    it)."""
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -422,7 +467,9 @@ def _quiet_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _left_padded(rows: Sequence[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_padded(
+    rows: Sequence[list[int]], pad: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -432,7 +479,9 @@ def _left_padded(rows: Sequence[list[int]], pad: int, device: torch.device) -> t
     return ids.to(device), mask.to(device)
 
 
-def _right_padded(rows: Sequence[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _right_padded(
+    rows: Sequence[list[int]], pad: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(1, max(len(r) for r in rows))
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -445,4 +494,3 @@ def _right_padded(rows: Sequence[list[int]], pad: int, device: torch.device) -> 
 def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[target] at each position, without materialising the whole log-softmax."""
     return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-

@@ -8,7 +8,7 @@ import collections
 import queue
 import threading
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -32,9 +32,10 @@ class GenerationRun:
         self.prompt_ids = member._encode_prompt(request)
         window = member.context_window or (len(self.prompt_ids) + request.params.max_tokens)
         self.max_new_tokens = min(request.params.max_tokens, window - len(self.prompt_ids))
-        tok = member.tokenizer
         self.assembler = TextAssembler(
-            lambda ids: tok.decode(ids, skip_special_tokens=True), member.stop_strings(request), request.prefill
+            member.decode,
+            member.stop_strings(request),
+            request.prefill,
         )
         self.sink = sink
         self.new_ids: list[int] = []
@@ -45,7 +46,8 @@ class GenerationRun:
 
     @property
     def batch_key(self) -> tuple[Any, ...]:
-        """Runs with equal keys can share one `generate` call; a seeded sampled run is given a batch of its own."""
+        """Runs with equal keys can share one `generate` call; a seeded sampled run is given a batch of its
+        own."""
         params = self.request.params
         if params.greedy:
             return ("greedy",)
@@ -88,7 +90,6 @@ class GenerationRun:
             self.sink.put(None)
 
     def generation(self, latency_s: float) -> Generation:
-        tok = self.member.tokenizer
         text, tool_calls = parse_tool_calls(self.forced + self.assembler.text, self.request.tools)
         if tool_calls:
             finish = "tool_calls"
@@ -100,7 +101,10 @@ class GenerationRun:
             member=self.member.name,
             text=text,
             tool_calls=tool_calls,
-            logprobs=[TokenLogprob(token=tok.decode([i]), logprob=lp) for i, lp in zip(self.new_ids, self.logprobs)],
+            logprobs=[
+                TokenLogprob(token=self.member.decode([i]), logprob=lp)
+                for i, lp in zip(self.new_ids, self.logprobs, strict=True)
+            ],
             usage=Usage(input_tokens=len(self.prompt_ids), output_tokens=len(self.new_ids)),
             latency_s=latency_s,
             finish_reason=finish,
@@ -124,7 +128,9 @@ class MicroBatcher:
     def submit(self, run: GenerationRun) -> Future[None]:
         with self._start_lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name=f"generate-{self.member.name}", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._serve, name=f"generate-{self.member.name}", daemon=True
+                )
                 self._thread.start()
         self._queue.put(run)
         return run.future
@@ -220,7 +226,7 @@ class _RowStreamer(BaseStreamer):
             self.seen_prompt = True
             return
         tokens = value.reshape(-1).tolist()
-        for run, token in zip(self.runs, tokens):
+        for run, token in zip(self.runs, tokens, strict=True):
             if not run.done:
                 run.accept(int(token), self.eos)
 
@@ -234,5 +240,8 @@ class _RowsDone(StoppingCriteria):
     def __init__(self, runs: list[GenerationRun]):
         self.runs = runs
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.tensor([run.done for run in self.runs], dtype=torch.bool, device=input_ids.device)
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
+        done = torch.tensor([run.done for run in self.runs], dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, done)

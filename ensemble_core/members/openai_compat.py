@@ -97,7 +97,10 @@ class OpenAICompatMember(Member):
         async_http_client: httpx.AsyncClient | None = None,
     ):
         super().__init__(
-            name or member_name_from(model.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf"), "server"), price=price, context_window=context_window, timeout_s=timeout_s
+            name or member_name_from(model.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf"), "server"),
+            price=price,
+            context_window=context_window,
+            timeout_s=timeout_s,
         )
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -129,7 +132,11 @@ class OpenAICompatMember(Member):
     def client(self) -> openai.OpenAI:
         with self._clients_lock:
             if self._client is None:
-                self._client = openai.OpenAI(**self._client_options(), http_client=self._http_client)
+                # The SDK types http_client as an httpx2 client and takes httpx ones too ("legacy" clients).
+                self._client = openai.OpenAI(
+                    **self._client_options(),
+                    http_client=self._http_client,  # type: ignore[arg-type]
+                )
             return self._client
 
     @property
@@ -140,7 +147,8 @@ class OpenAICompatMember(Member):
         with self._clients_lock:
             if loop not in self._async_clients:
                 self._async_clients[loop] = openai.AsyncOpenAI(
-                    **self._client_options(), http_client=self._async_http_client
+                    **self._client_options(),
+                    http_client=self._async_http_client,  # type: ignore[arg-type]
                 )
             return self._async_clients[loop]
 
@@ -429,9 +437,10 @@ class _StreamReader:
         return ToolCallChunk(index=call.index, id=new_id, name=new_name, arguments=arguments)
 
     def finish(self) -> Delta:
-        """The final delta. A stream that ended without a finish reason was cut off (a server that interrupts a
-        stream for a newer request, a dropped connection): that fails the member rather than passing a
-        truncated answer on as whole. A tool call whose joined arguments are not a JSON object fails it too."""
+        """The final delta. A stream that ended without a finish reason was cut off (a server that interrupts
+        a stream for a newer request, a dropped connection): that fails the member rather than passing a
+        truncated answer on as whole. A tool call whose joined arguments are not a JSON object fails it
+        too."""
         if self.finish_reason is None:
             raise MemberError(self.member, "the server ended the stream without a finish reason (cut off)")
         for index, arguments in self.arguments.items():
@@ -524,4 +533,3 @@ def _describe(err: openai.APIError) -> str:
     if isinstance(err, openai.APIStatusError):
         return f"HTTP {err.status_code}: {err.message}"
     return f"{type(err).__name__}: {err.message}"
-

@@ -43,7 +43,9 @@ def plain_prompt(messages: Sequence[Message]) -> str:
         if m.role == "user":
             parts.append(f"Question: {m.content.strip()}")
         elif m.role == "assistant":
-            said = m.content.strip() or "; ".join(f"called {c.name}({json.dumps(c.arguments)})" for c in m.tool_calls)
+            said = m.content.strip() or "; ".join(
+                f"called {c.name}({json.dumps(c.arguments)})" for c in m.tool_calls
+            )
             parts.append(f"Answer: {said}")
         elif m.role == "tool":
             parts.append(f"Tool result: {m.content.strip()}")
@@ -52,7 +54,8 @@ def plain_prompt(messages: Sequence[Message]) -> str:
 
 
 def tools_system_text(tools: Sequence[ToolSpec]) -> str:
-    """Tool descriptions and the call format, for models whose template cannot render tools (Hermes format)."""
+    """Tool descriptions and the call format, for models whose template cannot render tools (Hermes
+    format)."""
     specs = "\n".join(json.dumps(t.as_openai()["function"], ensure_ascii=False) for t in tools)
     return (
         "You can call these tools:\n<tools>\n"

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Union
+from typing import Any
 
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.types import Delta, Generation, Request, ToolCall, Usage, tool_calls_to_chunks
 
-Reply = Union[str, ToolCall, list[ToolCall], BaseException]
-Script = Union[Sequence[Reply], Callable[[Request], Reply]]
+Reply = str | ToolCall | list[ToolCall] | BaseException
+Script = Sequence[Reply] | Callable[[Request], Reply]
 
 
 class ScriptedMember(Member):
@@ -85,4 +85,6 @@ def _as_deltas(generation: Generation) -> Iterator[Delta]:
             yield Delta(text=word if i == 0 else " " + word, member=generation.member)
     if generation.tool_calls:
         yield Delta(tool_call_chunks=tool_calls_to_chunks(generation.tool_calls), member=generation.member)
-    yield Delta(member=generation.member, final=True, finish_reason=generation.finish_reason, usage=generation.usage)
+    yield Delta(
+        member=generation.member, final=True, finish_reason=generation.finish_reason, usage=generation.usage
+    )

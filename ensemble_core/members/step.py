@@ -25,11 +25,12 @@ class StepSession(ABC):
 
     @abstractmethod
     def advance(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Feed each row its own (possibly empty, possibly several) next token ids; return the new `logprobs()`."""
+        """Feed each row its own (possibly empty, possibly several) next token ids; return the new
+        `logprobs()`."""
 
     @abstractmethod
     def token_ids(self, row: int) -> list[int]:
         """All ids of a row so far (prompt and fed ids), without padding."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a session with nothing to free keeps this no-op)
         """Free the cache early; sessions are also freed when garbage-collected."""

@@ -15,7 +15,8 @@ class TextAssembler:
 
     def __init__(self, decode: Callable[[list[int]], str], stop: Sequence[str] = (), context: str = ""):
         """`context` is the text just before the first token (an answer's prefill): a stop string that begins
-        there and ends in the new text still stops it, e.g. "\nQuestion:" after a prefill ending in a newline."""
+        there and ends in the new text still stops it, e.g. "\nQuestion:" after a prefill ending in a
+        newline."""
         self._decode = decode
         self._stop = [s for s in stop if s]
         longest = max((len(s) for s in self._stop), default=1)

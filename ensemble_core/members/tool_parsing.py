@@ -59,7 +59,8 @@ def forced_call(request: Request) -> Request:
 
 
 def forced_prefix(request: Request) -> str:
-    """The text a forced tool call begins with ("" when the request does not force one or already has a prefill)."""
+    """The text a forced tool call begins with ("" when the request does not force one or already has a
+    prefill)."""
     choice = request.tool_choice
     if not request.tools or request.prefill or choice in (None, "auto", "none"):
         return ""

@@ -40,7 +40,9 @@ def locate(path: str | Path, gguf_file: str | None) -> tuple[Path, str | None]:
     if gguf_file is not None:
         if not (path / gguf_file).is_file():
             found = ", ".join(sorted(p.name for p in path.glob("*.gguf"))) or "none"
-            raise ModelNotFoundError(f"no GGUF file {gguf_file!r} in {str(path)!r} (GGUF files there: {found})")
+            raise ModelNotFoundError(
+                f"no GGUF file {gguf_file!r} in {str(path)!r} (GGUF files there: {found})"
+            )
         return path, gguf_file
     if not list(path.glob("*.safetensors")):
         pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
@@ -133,14 +135,16 @@ def _convert(folder: Path, gguf_file: str, target: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     # The weights are already de-quantised floats; drop the GGUF marker that blocks save_pretrained.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # (an attribute torch's stubs do not know)
     model.config.__dict__.pop("quantization_config", None)
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         source = folder / gguf_file
-        files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.suffix in (".safetensors", ".json")}
+        files = {
+            p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.suffix in (".safetensors", ".json")
+        }
         manifest = {"source": str(source.resolve()), "source_sha256": file_digest(source), "files": files}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
         if target.exists():

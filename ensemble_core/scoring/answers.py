@@ -1,6 +1,7 @@
-"""Answer keys: what makes two answers "the same" for voting and agreement. Text is lower-cased and stripped of
-punctuation; math answers reduce to their final number ("#### 42" or the last number); multiple-choice answers
-to their letter; tool calls to their name and arguments (ids differ between members and never count)."""
+"""Answer keys: what makes two answers "the same" for voting and agreement. Text is lower-cased and stripped
+of punctuation; math answers reduce to their final number ("#### 42" or the last number); multiple-choice
+answers to their letter; tool calls to their name and arguments (ids differ between members and never
+count)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def final_number(text: str) -> str | None:
 
 
 def choice_letter(text: str) -> str | None:
-    """The multiple-choice letter an answer names ("B", "(B) Paris", "The answer is B"); None if there is none."""
+    """The multiple-choice letter an answer names ("B", "(B) Paris", "The answer is B"); None if there is
+    none."""
     for pattern in _CHOICE_PATTERNS:
         found = pattern.search(text)
         if found:

@@ -71,8 +71,10 @@ async def score_candidates(
 
     found = await asyncio.gather(*(one(m) for m in members))
     result = CandidateScores(
-        perplexity={m.name: ppl for m, ppl in zip(members, found) if not isinstance(ppl, MemberError)},
-        errors={m.name: err for m, err in zip(members, found) if isinstance(err, MemberError)},
+        perplexity={
+            m.name: ppl for m, ppl in zip(members, found, strict=True) if not isinstance(ppl, MemberError)
+        },
+        errors={m.name: err for m, err in zip(members, found, strict=True) if isinstance(err, MemberError)},
     )
     if result.perplexity:
         weight = {name: 1.0 if weights is None else weights.get(name, 0.0) for name in result.perplexity}

@@ -1,4 +1,5 @@
-"""The conversation as a router sees it: the user's turns, newest last, and one embedding for the whole thread.
+"""The conversation as a router sees it: the user's turns, newest last, and one embedding for the whole
+thread.
 
 A follow-up ("and what about 7 times 8?") belongs to its thread, so routers embed every recent user turn and
 weight them by recency: the newest turn counts most, each older one `decay` times less. User turns carry the
@@ -32,8 +33,8 @@ def last_query(messages: Sequence[Message]) -> str:
 
 
 def recency_weights(n_turns: int, decay: float) -> np.ndarray:
-    """Weights of `n_turns` turns, oldest first, summing to 1: the newest has weight proportional to 1, the one
-    before it `decay`, then `decay**2`, ... (decay 0: only the newest turn counts)."""
+    """Weights of `n_turns` turns, oldest first, summing to 1: the newest has weight proportional to 1, the
+    one before it `decay`, then `decay**2`, ... (decay 0: only the newest turn counts)."""
     weights = decay ** np.arange(n_turns - 1, -1, -1, dtype=np.float64)
     return weights / weights.sum()
 

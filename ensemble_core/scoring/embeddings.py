@@ -16,7 +16,7 @@ _LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=1)
-def _minilm():  # noqa: ANN202
+def _minilm():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
@@ -26,7 +26,8 @@ def _minilm():  # noqa: ANN202
 
 
 def default_embed(texts: Sequence[str]) -> np.ndarray:
-    """L2-normalised all-MiniLM-L6-v2 embeddings, shape [len(texts), 384]; the model loads once per process."""
+    """L2-normalised all-MiniLM-L6-v2 embeddings, shape [len(texts), 384]; the model loads once per
+    process."""
     with _LOCK:
         model = _minilm()
         return np.asarray(model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True))

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ensemble_core.errors import CapabilityError
 from ensemble_core.members.base import Member
+from ensemble_core.members.hf import HFMember
 from ensemble_core.mixing import Mixer
 
 
@@ -22,8 +24,8 @@ def sim_weights(perplexities: Sequence[float], tau: float) -> list[float]:
 class FusedPromptPerplexity:
     """The fused model's perplexity of a text for any weights, from one forward pass per member.
 
-    The text is read as the first member's tokens (in union ids); every member is teacher-forced on those tokens
-    in its own ids (as in fused decoding), and its distribution before each token is kept. The last
+    The text is read as the first member's tokens (in union ids); every member is teacher-forced on those
+    tokens in its own ids (as in fused decoding), and its distribution before each token is kept. The last
     `max_positions` tokens are scored, which bounds the memory ([positions, union vocabulary] per member).
     """
 
@@ -42,6 +44,11 @@ class FusedPromptPerplexity:
                 if t > 0:
                     positions.append(len(ids) - 1)
                 ids.extend(alignment.feed(m, union_id))
+            if not isinstance(member, HFMember):
+                raise CapabilityError(
+                    f"packllm-opt weights teacher-force a local model; member {member.name!r} is a "
+                    f"{type(member).__name__}: use weights='packllm-sim' or 'uniform'"
+                )
             self.logprobs.append(_position_logprobs(member, ids, positions))
 
     @property
@@ -49,7 +56,8 @@ class FusedPromptPerplexity:
         return max(len(self.targets) - 1, 0)
 
     def __call__(self, weights: Sequence[float]) -> float:
-        """exp(mean negative log-probability) of the scored tokens under the fused model with these weights."""
+        """exp(mean negative log-probability) of the scored tokens under the fused model with these
+        weights."""
         if not self.n_positions:
             return 1.0
         w = torch.tensor([list(weights)] * self.n_positions, dtype=torch.float32)
@@ -83,7 +91,7 @@ def _one_hot(i: int, n: int) -> list[float]:
     return [1.0 if j == i else 0.0 for j in range(n)]
 
 
-def _position_logprobs(member: Member, ids: list[int], positions: list[int]) -> torch.Tensor:
+def _position_logprobs(member: HFMember, ids: list[int], positions: list[int]) -> torch.Tensor:
     """A member's next-token log-probabilities at `positions` of one sequence ([positions, vocabulary])."""
     model = member.model
     device = member.device

@@ -10,7 +10,8 @@ from ensemble_core.members.base import Member
 
 
 def prompt_perplexities(members: Sequence[Member], texts: Sequence[str]) -> dict[str, list[float]]:
-    """member name -> the perplexity per character of each text (raw text, no chat template; lower is better)."""
+    """member name -> the perplexity per character of each text (raw text, no chat template; lower is
+    better)."""
     out: dict[str, list[float]] = {}
     for member in members:
         scores = member.score([("", text) for text in texts])

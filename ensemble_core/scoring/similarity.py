@@ -1,5 +1,6 @@
 """Pairwise similarity between answers, for minimum-Bayes-risk selection: embedding cosine (the packaged
-all-MiniLM-L6-v2 by default) or a lexical score that needs no model (token F1 and character n-gram F, as chrF)."""
+all-MiniLM-L6-v2 by default) or a lexical score that needs no model (token F1 and character n-gram F, as
+chrF)."""
 
 from __future__ import annotations
 

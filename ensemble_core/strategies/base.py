@@ -43,7 +43,11 @@ class Strategy(BaseModel, ABC):
     async def arun_batch(self, ctxs: Sequence[RunContext], requests: Sequence[Request]) -> list[Result]:
         """Answer several requests, one context each. Default: one `arun` each, concurrently; a strategy that
         shares work across requests (token fusion decodes them as rows of one batch) overrides it."""
-        return list(await asyncio.gather(*(self.arun(ctx, request) for ctx, request in zip(ctxs, requests))))
+        return list(
+            await asyncio.gather(
+                *(self.arun(ctx, request) for ctx, request in zip(ctxs, requests, strict=True))
+            )
+        )
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
         """Stream the answer; the default streams the finished result (override to stream as decided)."""

@@ -39,10 +39,12 @@ async def gather_candidates(
     """Every member answers every request, all concurrently; the answers in member order. Failures are dropped
     (recorded in the trace); if all fail, `AllMembersFailedError` names each member's error."""
     jobs = [(member, r) for member in members for r in requests]
-    outcomes = await asyncio.gather(*(ctx.generate(m, r, role=role, require_answer=True) for m, r in jobs), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(ctx.generate(m, r, role=role, require_answer=True) for m, r in jobs), return_exceptions=True
+    )
     answers: list[Generation] = []
     errors: dict[str, BaseException] = {}
-    for (member, _), outcome in zip(jobs, outcomes):
+    for (member, _), outcome in zip(jobs, outcomes, strict=True):
         if isinstance(outcome, MemberError):
             errors.setdefault(member.name, outcome.__cause__ or outcome)
         elif isinstance(outcome, BaseException):

@@ -29,7 +29,8 @@ from ensemble_core.types import Delta, Generation, Request, Result
 
 
 class CascadeStep(BaseModel):
-    """One step of a cascade as the trace shows it: who answered, the score, the threshold, the decision, why."""
+    """One step of a cascade as the trace shows it: who answered, the score, the threshold, the decision,
+    why."""
 
     member: str
     decision: Literal["accepted", "escalated", "failed", "final"]
@@ -51,17 +52,20 @@ class Cascade(Strategy):
 
     order: list[str] | None = Field(
         default=None,
-        description="member names, cheapest first; default: all members sorted by price per token (stable, so "
+        description="member names, cheapest first; default: all members sorted by price per token (stable, "
+        "so "
         "local models keep their listed order)",
     )
     scorer: SerializeAsAny[ConfidenceScorer] = Field(
         default_factory=MeanLogprob,
-        description="confidence scorer: 'mean-logprob', 'self-verify', 'agreement' (or {kind: ..., params}), or "
+        description="confidence scorer: 'mean-logprob', 'self-verify', 'agreement' (or {kind: ..., params}), "
+        "or "
         "a ConfidenceScorer instance",
     )
     thresholds: list[float] | None = Field(
         default=None,
-        description="one per step except the last; a step's answer is accepted when its score >= its threshold; "
+        description="one per step except the last; a step's answer is accepted when its score >= its "
+        "threshold; "
         "default: the scorer's default threshold at every step (use calibrate() to pick them from a dev set)",
     )
 
@@ -83,7 +87,8 @@ class Cascade(Strategy):
                 member.require(capability, f"the cascade's {self.scorer.kind!r} scorer")
         if self.thresholds is not None and len(self.thresholds) != len(order) - 1:
             raise ConfigError(
-                f"cascade.thresholds: {len(self.thresholds)} given for {len(order)} members; give one per step "
+                f"cascade.thresholds: {len(self.thresholds)} given for {len(order)} members; give one per "
+                "step "
                 f"except the last ({len(order) - 1}), in the order {[m.name for m in order]}"
             )
 
@@ -94,7 +99,8 @@ class Cascade(Strategy):
             else [self.scorer.default_threshold] * (n_members - 1)
         )
 
-    # answering ------------------------------------------------------------------------------------------------
+    # answering
+    # ------------------------------------------------------------------------------------------------
     async def arun(self, ctx: RunContext, request: Request) -> Result:
         walk = await self._escalate(ctx, request)
         if walk.accepted is not None:
@@ -111,9 +117,9 @@ class Cascade(Strategy):
         return ctx.result(generation, reason=walk.reason(), steps=walk.dump())
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
-        """An earlier member's answer cannot stream before it is scored: it is generated, scored, then streamed
-        if accepted. The last member's tokens stream live; if it fails before its first token, the most confident
-        earlier answer is streamed instead."""
+        """An earlier member's answer cannot stream before it is scored: it is generated, scored, then
+        streamed if accepted. The last member's tokens stream live; if it fails before its first token, the
+        most confident earlier answer is streamed instead."""
         walk = await self._escalate(ctx, request)
         if walk.accepted is not None:
             for delta in _body(walk.accepted):
@@ -144,7 +150,7 @@ class Cascade(Strategy):
         """Every step but the last: generate, score, accept or escalate."""
         order = self.members_used(list(ctx.members.values()))
         walk = _Walk(order)
-        for member, threshold in zip(order[:-1], self.step_thresholds(len(order))):
+        for member, threshold in zip(order[:-1], self.step_thresholds(len(order)), strict=True):
             try:
                 generation = await ctx.generate(member, request, role="attempt", require_answer=True)
             except MemberError as err:
@@ -185,7 +191,8 @@ class Cascade(Strategy):
             walk.rejected.append((generation, score))
         return walk
 
-    # calibration ------------------------------------------------------------------------------------------------
+    # calibration
+    # ------------------------------------------------------------------------------------------------
     async def arecord(
         self, members: Sequence[Member], request: Request, quality: Callable[[Generation], float]
     ) -> CascadeRecord:
@@ -208,7 +215,7 @@ class Cascade(Strategy):
             return MemberOutcome(score=score, quality=value, cost=ctx.trace.cost, latency_s=latency)
 
         outcomes = await asyncio.gather(*(outcome(m, i < len(order) - 1) for i, m in enumerate(order)))
-        return CascadeRecord(outcomes={m.name: o for m, o in zip(order, outcomes)})
+        return CascadeRecord(outcomes={m.name: o for m, o in zip(order, outcomes, strict=True)})
 
     def record(
         self, members: Sequence[Member], request: Request, quality: Callable[[Generation], float]
@@ -218,7 +225,8 @@ class Cascade(Strategy):
     def curve(
         self, records: Sequence[CascadeRecord], cost: CostKind = "auto", grid: int = 41
     ) -> list[CascadePoint]:
-        """The quality-cost frontier over threshold settings: the best quality for each cost, cheapest first."""
+        """The quality-cost frontier over threshold settings: the best quality for each cost, cheapest
+        first."""
         return frontier(records, self._record_order(records), cost=cost, grid=grid)
 
     def calibrate(
@@ -231,8 +239,8 @@ class Cascade(Strategy):
         grid: int = 41,
     ) -> Cascade:
         """A copy with the thresholds that reach `target_quality` at the lowest mean cost, or the best quality
-        within a mean `budget` per request; `cost` is "money" (Member.price), "latency" (seconds), or "auto" (money
-        if any member cost money, else latency)."""
+        within a mean `budget` per request; `cost` is "money" (Member.price), "latency" (seconds), or "auto"
+        (money if any member cost money, else latency)."""
         point = choose_point(
             self.curve(records, cost=cost, grid=grid), target_quality=target_quality, budget=budget
         )
@@ -277,7 +285,8 @@ class _Walk:
 
     def reason(self) -> str:
         decided = self.steps[-1]
-        return f"{decided.member!r} {decided.decision}: {decided.why} (after {len(self.steps) - 1} earlier step(s))"
+        earlier = len(self.steps) - 1
+        return f"{decided.member!r} {decided.decision}: {decided.why} (after {earlier} earlier step(s))"
 
     def dump(self) -> list[dict[str, Any]]:
         return [s.model_dump() for s in self.steps]
@@ -292,5 +301,6 @@ def _mark_score(ctx: RunContext, member: str, score: float) -> None:
 
 
 def _body(generation: Generation) -> list[Delta]:
-    """A finished answer as stream deltas, without the member's own final delta (the strategy writes its own)."""
+    """A finished answer as stream deltas, without the member's own final delta (the strategy writes its
+    own)."""
     return [d for d in generation_to_deltas(generation) if not d.final]

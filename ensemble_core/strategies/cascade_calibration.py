@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ensemble_core.errors import ConfigError
 
 CostKind = Literal["auto", "money", "latency"]
-"""money: Member.price per token; latency: seconds; auto: money when any record cost money, else latency (local
-models cost nothing but time)."""
+"""money: Member.price per token; latency: seconds; auto: money when any record cost money, else latency
+(local models cost nothing but time)."""
 
 
 class MemberOutcome(BaseModel):
@@ -37,7 +37,8 @@ class CascadeRecord(BaseModel):
 
 
 class CascadePoint(BaseModel):
-    """The cascade's mean quality and cost on the dev set at one threshold setting, and who answered how often."""
+    """The cascade's mean quality and cost on the dev set at one threshold setting, and who answered how
+    often."""
 
     thresholds: list[float]
     quality: float
@@ -96,7 +97,7 @@ def frontier(
                 thresholds=list(thresholds),
                 quality=float(q.mean()),
                 cost=float(c.mean()),
-                answered_by={name: float(s) for name, s in zip(order, share)},
+                answered_by={name: float(s) for name, s in zip(order, share, strict=True)},
             )
         )
     points.sort(key=lambda p: (p.cost, -p.quality))
@@ -117,13 +118,16 @@ def choose_point(
         reaching = [p for p in curve if p.quality >= target_quality]
         if not reaching:
             raise ConfigError(
-                f"no thresholds reach quality {target_quality} on these records; the best is {curve[-1].quality:.4g} "
+                f"no thresholds reach quality {target_quality} on these records; the best is "
+                f"{curve[-1].quality:.4g} "
                 f"(at cost {curve[-1].cost:.4g}): lower the target"
             )
         return reaching[0]
+    assert budget is not None  # exactly one of the two is given (checked above)
     within = [p for p in curve if p.cost <= budget * (1 + 1e-9)]  # mean costs carry rounding error
     if not within:
         raise ConfigError(
-            f"no thresholds fit a budget of {budget} per request; the cheapest costs {curve[0].cost:.4g}: raise the budget"
+            f"no thresholds fit a budget of {budget} per request; the cheapest costs {curve[0].cost:.4g}: "
+            "raise the budget"
         )
     return within[-1]

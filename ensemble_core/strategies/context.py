@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from ensemble_core.asyncio_bridge import aclose
 from ensemble_core.errors import EmptyAnswerError, EnsembleError, MemberError
 from ensemble_core.members.base import Member
 from ensemble_core.members.breaker import CircuitOpenError
@@ -62,9 +63,11 @@ class RunContext:
         except MemberError:
             return None
 
-    async def score(self, member: Member, pairs: Sequence[tuple[str, str]], role: str) -> list[ContinuationScore]:
-        """Call `member.ascore` (prompt, continuation) pairs, bounded by its timeout; record the call (its score
-        is the first pair's sum log-probability); raise `MemberError` on failure."""
+    async def score(
+        self, member: Member, pairs: Sequence[tuple[str, str]], role: str
+    ) -> list[ContinuationScore]:
+        """Call `member.ascore` (prompt, continuation) pairs, bounded by its timeout; record the call (its
+        score is the first pair's sum log-probability); raise `MemberError` on failure."""
         start = time.perf_counter()
         try:
             member.breaker.check(member.name)
@@ -113,7 +116,7 @@ class RunContext:
         except Exception as err:
             raise self._failed(member, role, start, err, partial="".join(text)) from err
         finally:
-            await stream.aclose()
+            await aclose(stream)
         member.breaker.success()
         generation = Generation(
             member=member.name,
@@ -183,7 +186,11 @@ class RunContext:
         """The last delta of a stream: usage summed over every call, and the trace; the finish reason, unless
         given, is that of the chosen member's last successful call."""
         finish_reason = finish_reason or next(
-            (c.finish_reason for c in reversed(self.trace.calls) if c.member == chosen and c.ok and c.finish_reason),
+            (
+                c.finish_reason
+                for c in reversed(self.trace.calls)
+                if c.member == chosen and c.ok and c.finish_reason
+            ),
             "stop",
         )
         self.trace.chosen = chosen
@@ -192,7 +199,6 @@ class RunContext:
         return Delta(
             final=True, finish_reason=finish_reason, usage=self.trace.usage, trace=self.trace, member=chosen
         )
-
 
 
 def _counts_against_member(err: BaseException) -> bool:

@@ -22,7 +22,9 @@ class Fallback(Router):
     name: ClassVar[str] = "fallback"
     summary: ClassVar[str] = "the first member, in order, that answers without error"
 
-    order: list[str] | None = Field(default=None, description="member names in the order to try; default: as listed")
+    order: list[str] | None = Field(
+        default=None, description="member names in the order to try; default: as listed"
+    )
 
     def members_used(self, members: Sequence[Member]) -> list[Member]:
         if self.order is None:

@@ -1,14 +1,15 @@
-"""`LearnedRouter`: predicts each member's answer quality from the conversation's embedding, learned from logged
-records, and picks the cheapest member whose predicted quality is close enough to the best.
+"""`LearnedRouter`: predicts each member's answer quality from the conversation's embedding, learned from
+logged records, and picks the cheapest member whose predicted quality is close enough to the best.
 
 The predictor is k-nearest-neighbours on unit embeddings (cosine), shrunk towards each member's mean quality:
-    q_m(x) = (sum_i w_i quality_i[m] + s * mean[m]) / (sum_i w_i + s),  w_i = max(cos(x, x_i), 0) over the k nearest,
-so a query far from every logged one falls back to the member's average, and predictions stay in the range of
-the logged qualities (probabilities when quality is 0/1 correctness). Decision rule: among the members whose
-predicted quality is at least (best predicted - `threshold`), the cheapest answers (ties: higher quality). A
-threshold of 0 always takes the best prediction; a larger one trades quality for cost. The cost of a member is
-its mean logged cost. `calibrate` picks the threshold for a target share of calls to the most expensive member
-or a cost budget per request. `save`/`load` write JSON and .npy arrays (no pickle).
+    q_m(x) = (sum_i w_i quality_i[m] + s * mean[m]) / (sum_i w_i + s), w_i = max(cos(x, x_i), 0) over the k
+    nearest, so a query far from every logged one falls back to the member's average, and predictions stay in
+    the range of the logged qualities (probabilities when quality is 0/1 correctness). Decision rule: among
+    the members whose predicted quality is at least (best predicted - `threshold`), the cheapest answers
+    (ties: higher quality). A threshold of 0 always takes the best prediction; a larger one trades quality for
+    cost. The cost of a member is its mean logged cost. `calibrate` picks the threshold for a target share of
+    calls to the most expensive member or a cost budget per request. `save`/`load` write JSON and .npy arrays
+    (no pickle).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ _SAVED_PARAMS = ("k", "prior_strength", "threshold", "recency_decay", "max_turns
 
 
 class RouterRecord(BaseModel):
-    """One logged request: the conversation, and for each member the quality of its answer (e.g. 1/0 correct, or
-    a judge's score in [0, 1]) and what the answer cost (money, seconds or tokens: any one unit for all)."""
+    """One logged request: the conversation, and for each member the quality of its answer (e.g. 1/0 correct,
+    or a judge's score in [0, 1]) and what the answer cost (money, seconds or tokens: any one unit for
+    all)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,7 +56,8 @@ class RouterRecord(BaseModel):
     def _same_members(self) -> RouterRecord:
         if set(self.cost) != set(self.quality):
             raise ValueError(
-                f"quality names {sorted(self.quality)} but cost names {sorted(self.cost)}: give both for each member"
+                f"quality names {sorted(self.quality)} but cost names {sorted(self.cost)}: give both for "
+                "each member"
             )
         return self
 
@@ -105,7 +108,8 @@ class LearnedRouter(EmbeddingRouter):
             self._read(Path(self.path))
         return self
 
-    # fitting -------------------------------------------------------------------------------------------------
+    # fitting
+    # -------------------------------------------------------------------------------------------------
     @property
     def fitted(self) -> bool:
         return self._embeddings is not None
@@ -118,7 +122,7 @@ class LearnedRouter(EmbeddingRouter):
     @property
     def costs(self) -> dict[str, float]:
         """Each member's mean logged cost."""
-        return dict(zip(self._members, self._fitted()[0].tolist()))
+        return dict(zip(self._members, self._fitted()[0].tolist(), strict=True))
 
     def fit(self, records: Sequence[RouterRecord | dict[str, Any]]) -> LearnedRouter:
         """Learn from logged records (every record must name the same members); returns self."""
@@ -134,11 +138,13 @@ class LearnedRouter(EmbeddingRouter):
     def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._embeddings is None or self._quality is None or self._costs is None:
             raise ConfigError(
-                "learned-router is not fitted: call fit(records) first, or pass path= a folder written by save()"
+                "learned-router is not fitted: call fit(records) first, or pass path= a folder written by "
+                "save()"
             )
         return self._costs, self._embeddings, self._quality
 
-    # prediction and decision ---------------------------------------------------------------------------------
+    # prediction and decision
+    # ---------------------------------------------------------------------------------
     def predict(self, conversations: Sequence[MessagesLike]) -> np.ndarray:
         """Predicted quality, shape [len(conversations), members] (columns in `member_names` order)."""
         return self._predict_vectors(self.embed_conversations([to_messages(c) for c in conversations]))
@@ -147,7 +153,8 @@ class LearnedRouter(EmbeddingRouter):
         _, embeddings, quality = self._fitted()
         if queries.shape[1] != embeddings.shape[1]:
             raise ConfigError(
-                f"learned-router was fitted on {embeddings.shape[1]}-dimensional embeddings but the embedding "
+                f"learned-router was fitted on {embeddings.shape[1]}-dimensional embeddings but the "
+                "embedding "
                 f"function gives {queries.shape[1]}: pass the embedding function it was fitted with"
             )
         similarity = queries @ embeddings.T
@@ -173,7 +180,7 @@ class LearnedRouter(EmbeddingRouter):
     async def aroute(self, ctx: RunContext, request: Request) -> RoutingDecision:
         predicted = (await to_thread(self.predict, [request.messages]))[0]
         chosen = self.choose(predicted[None, :])[0]
-        scores = dict(zip(self._members, predicted.tolist()))
+        scores = dict(zip(self._members, predicted.tolist(), strict=True))
         others = sorted((n for n in self._members if n != self._members[chosen]), key=lambda n: -scores[n])
         best = max(scores, key=scores.__getitem__)
         name = self._members[chosen]
@@ -195,7 +202,8 @@ class LearnedRouter(EmbeddingRouter):
         self._fitted()
         return [resolve_member(members, name, "learned-router (fitted members)") for name in self._members]
 
-    # calibration ---------------------------------------------------------------------------------------------
+    # calibration
+    # ---------------------------------------------------------------------------------------------
     def curve(
         self, records: Sequence[RouterRecord | dict[str, Any]], thresholds: Sequence[float] | None = None
     ) -> list[OperatingPoint]:
@@ -204,12 +212,11 @@ class LearnedRouter(EmbeddingRouter):
         records = _validated(records)
         quality, costs = _matrices(records, self._members)
         predicted = self.predict([r.conversation for r in records])
-        if thresholds is None:
-            thresholds = _candidate_thresholds(predicted)
+        levels = _candidate_thresholds(predicted).tolist() if thresholds is None else list(thresholds)
         expensive = int(np.argmax(self._fitted()[0]))
         rows = np.arange(len(records))
         points = []
-        for threshold in thresholds:
+        for threshold in levels:
             chosen = self.choose(predicted, threshold)
             shares = np.bincount(chosen, minlength=len(self._members)) / len(records)
             points.append(
@@ -218,7 +225,7 @@ class LearnedRouter(EmbeddingRouter):
                     mean_quality=float(quality[rows, chosen].mean()),
                     mean_cost=float(costs[rows, chosen].mean()),
                     expensive_share=float(shares[expensive]),
-                    shares=dict(zip(self._members, shares.tolist())),
+                    shares=dict(zip(self._members, shares.tolist(), strict=True)),
                 )
             )
         return points
@@ -238,14 +245,16 @@ class LearnedRouter(EmbeddingRouter):
         if not feasible:
             lowest = min(getattr(p, field) for p in points)
             raise ConfigError(
-                f"learned-router cannot reach {metric} <= {target} on these records (the lowest is {lowest:.4g}, "
+                f"learned-router cannot reach {metric} <= {target} on these records (the lowest is "
+                f"{lowest:.4g}, "
                 "always routing to the cheapest): raise the target"
             )
         point = min(feasible, key=lambda p: p.threshold)
         self.threshold = point.threshold
         return point
 
-    # persistence ---------------------------------------------------------------------------------------------
+    # persistence
+    # ---------------------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write router.json (members, costs, parameters) and embeddings.npy / quality.npy into `folder`."""
         costs, embeddings, quality = self._fitted()
@@ -277,7 +286,8 @@ class LearnedRouter(EmbeddingRouter):
         meta = json.loads(meta_path.read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise ConfigError(
-                f"learned-router: {meta_path} has format_version {meta.get('format_version')!r}; this version "
+                f"learned-router: {meta_path} has format_version {meta.get('format_version')!r}; this "
+                "version "
                 f"reads {FORMAT_VERSION}: fit and save the router again"
             )
         for name, value in meta["params"].items():

@@ -16,8 +16,8 @@ from ensemble_core.types import Request, Result
 
 
 class MBR(CandidateStrategy):
-    """Every member answers (concurrently); the answer with the highest mean similarity to the other answers is
-    returned (the consensus answer, robust to one member's outlier). Tool calls compare as their JSON."""
+    """Every member answers (concurrently); the answer with the highest mean similarity to the other answers
+    is returned (the consensus answer, robust to one member's outlier). Tool calls compare as their JSON."""
 
     name: ClassVar[str] = "mbr"
     summary: ClassVar[str] = "the candidate with the highest mean similarity to the others"

@@ -1,5 +1,6 @@
-"""`PerplexityRouter`: every member scores the prompt it would be given (its own chat template or plain format),
-concurrently, and the member that finds it least surprising (lowest perplexity) answers: PackLLM-sim, top-1.
+"""`PerplexityRouter`: every member scores the prompt it would be given (its own chat template or plain
+format), concurrently, and the member that finds it least surprising (lowest perplexity) answers: PackLLM-sim,
+top-1.
 
 Perplexity is per character by default: members with different tokenizers spend different numbers of tokens on
 the same text (a 262k vocabulary fewer, individually less likely ones), so per-token perplexities are not
@@ -30,7 +31,8 @@ class PerplexityRouter(Router):
     name: ClassVar[str] = "perplexity-router"
     summary: ClassVar[str] = "the member that finds the prompt least surprising (lowest perplexity) answers"
     paper: ClassVar[str | None] = (
-        "Mavromatis et al. 2024, Pack of LLMs: Model Fusion at Test-Time via Perplexity Optimization (arXiv:2404.11531)"
+        "Mavromatis et al. 2024, Pack of LLMs: Model Fusion at Test-Time via Perplexity Optimization "
+        "(arXiv:2404.11531)"
     )
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.GENERATE, Capability.SCORE})
 
@@ -49,8 +51,8 @@ class PerplexityRouter(Router):
     async def aroute(self, ctx: RunContext, request: Request) -> RoutingDecision:
         candidates = self.members_used(list(ctx.members.values()))
         found = await asyncio.gather(*(_perplexity(ctx, member, request, self.per) for member in candidates))
-        scores = {m.name: ppl for m, ppl in zip(candidates, found) if ppl is not None}
-        unscored = [m.name for m, ppl in zip(candidates, found) if ppl is None]
+        scores = {m.name: ppl for m, ppl in zip(candidates, found, strict=True) if ppl is not None}
+        unscored = [m.name for m, ppl in zip(candidates, found, strict=True) if ppl is None]
         ranking = sorted(scores, key=scores.__getitem__) + unscored
         if scores:
             reason = f"lowest prompt perplexity: {ranking[0]!r} ({scores[ranking[0]]:.2f})"

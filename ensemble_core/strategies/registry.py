@@ -41,7 +41,8 @@ def strategy_class(name: str) -> type[Strategy]:
 
 
 def class_path(class_name: str) -> str | None:
-    """The registry entry of a strategy class by its class name (for `from ensemble_core.strategies import X`)."""
+    """The registry entry of a strategy class by its class name (for `from ensemble_core.strategies import
+    X`)."""
     for path in STRATEGIES.values():
         if path.rpartition(":")[2] == class_name:
             return path
@@ -58,7 +59,8 @@ def build_strategy(name: str, params: dict[str, Any] | None = None) -> Strategy:
 
 
 def describe_validation_error(err: ValidationError, prefix: str) -> str:
-    """One line per problem: the field path, what is wrong, and the allowed values where pydantic knows them."""
+    """One line per problem: the field path, what is wrong, and the allowed values where pydantic knows
+    them."""
     lines = []
     for problem in err.errors():
         field = ".".join(str(p) for p in problem["loc"]) or "(root)"

@@ -40,7 +40,8 @@ class Router(Strategy):
         """Rank the members that may answer this request, best first."""
 
     def _order(self, ctx: RunContext, decision: RoutingDecision) -> list[Member]:
-        """The ranking, then any other member this router may use (so even a short ranking never loses the request)."""
+        """The ranking, then any other member this router may use (so even a short ranking never loses the
+        request)."""
         usable = self.members_used(list(ctx.members.values()))
         ranked = [ctx.member(name) for name in decision.ranking]
         return ranked + [m for m in usable if m.name not in decision.ranking]

@@ -55,7 +55,8 @@ class Rule(BaseModel):
         conditions = (self.keywords, self.pattern, self.min_chars, self.max_chars, self.has_tools)
         if all(c is None or c == [] for c in conditions):
             raise ValueError(
-                f"the rule for {self.member!r} has no condition: set keywords, pattern, min_chars, max_chars or "
+                f"the rule for {self.member!r} has no condition: set keywords, pattern, min_chars, max_chars "
+                "or "
                 "has_tools (use the router's `default` for a catch-all)"
             )
         if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
@@ -75,7 +76,7 @@ class Rule(BaseModel):
         )
         reasons: list[str] = []
         if self.keywords:
-            found = [k for k, rx in zip(self.keywords, self._keywords) if rx.search(text)]
+            found = [k for k, rx in zip(self.keywords, self._keywords, strict=True) if rx.search(text)]
             if not found:
                 return None
             reasons.append(f"keyword {found[0]!r}")

@@ -1,5 +1,5 @@
-"""`SemanticRouter`: the member whose description or example queries are most similar (embedding cosine) to the
-conversation answers. The conversation is the recency-weighted mean of its user turns' embeddings (see
+"""`SemanticRouter`: the member whose description or example queries are most similar (embedding cosine) to
+the conversation answers. The conversation is the recency-weighted mean of its user turns' embeddings (see
 `scoring.conversation`), so a follow-up question stays with its thread."""
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ _WORD = re.compile(r"\s*\S+")
 
 @dataclass
 class Proposal:
-    """One member's candidate piece: the text cut at a boundary, and whether the member's answer ends there."""
+    """One member's candidate piece: the text cut at a boundary, and whether the member's answer ends
+    there."""
 
     member: str
     text: str
@@ -78,9 +79,10 @@ class ProposalFusion(Strategy):
     when an accepted piece ends the answer (`ends`).
 
     Members continue through `Request.prefill`; one whose backend ignores it and starts over has the repeated
-    text removed (`without_restart`). A member with nothing more to say (an empty proposal: EOS or a stop string) yields to those that go on;
-    the answer ends when every member ends, or when the chosen piece ends its proposer's answer. Members
-    that fail are left out of the round (the trace says so); a round where all fail raises.
+    text removed (`without_restart`). A member with nothing more to say (an empty proposal: EOS or a stop
+    string) yields to those that go on; the answer ends when every member ends, or when the chosen piece ends
+    its proposer's answer. Members that fail are left out of the round (the trace says so); a round where all
+    fail raises.
 
     With tools, the first round asks for whole answers so no tool call is cut, and the first member (in order)
     that proposes a tool call answers with it, intact; otherwise fusion goes on from the text proposals.
@@ -248,7 +250,7 @@ async def propose(
             return err
 
     found = await asyncio.gather(*(one(m) for m in members))
-    errors = {m.name: r for m, r in zip(members, found) if isinstance(r, MemberError)}
+    errors = {m.name: r for m, r in zip(members, found, strict=True) if isinstance(r, MemberError)}
     generations = [r for r in found if isinstance(r, Generation)]
     if not generations:
         raise AllMembersFailedError({name: err.__cause__ or err for name, err in errors.items()})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -39,7 +39,8 @@ class TokenFusion(Strategy):
         "mix the members' next-token distributions at every step (same or different tokenizers)"
     )
     paper: ClassVar[str | None] = (
-        "Mavromatis et al. 2024, Pack of LLMs: Model Fusion at Test-Time via Perplexity Optimization (PackLLM); "
+        "Mavromatis et al. 2024, Pack of LLMs: Model Fusion at Test-Time via Perplexity Optimization "
+        "(PackLLM); "
         "Yu et al. 2024, Breaking the Ceiling of the LLM Community by Treating Token Generation as a "
         "Classification for Ensembling (GaC)"
     )
@@ -53,7 +54,8 @@ class TokenFusion(Strategy):
     )
     mixing: Mixing = Field(
         default="prob",
-        description="'prob': mix probabilities (mixture); 'logit': mix log-probabilities (product, PackLLM's choice)",
+        description="'prob': mix probabilities (mixture); 'logit': mix log-probabilities (product, PackLLM's "
+        "choice)",
     )
     tau: float = Field(
         default=0.1,
@@ -93,16 +95,19 @@ class TokenFusion(Strategy):
             unknown = sorted(set(self.weights) - set(used))
             if unknown:
                 raise ConfigError(
-                    f"token-fusion.weights: no fused member is named {', '.join(map(repr, unknown))}; the fused "
+                    f"token-fusion.weights: no fused member is named {', '.join(map(repr, unknown))}; the "
+                    "fused "
                     f"members are: {', '.join(used)}"
                 )
 
-    # running ----------------------------------------------------------------------------------------------------
+    # running
+    # ----------------------------------------------------------------------------------------------------
     async def arun(self, ctx: RunContext, request: Request) -> Result:
         return (await self.arun_batch([ctx], [request]))[0]
 
     async def arun_batch(self, ctxs: Sequence[RunContext], requests: Sequence[Request]) -> list[Result]:
-        """Answer several requests as rows of fused decodings of at most `batch_size` rows; one context each."""
+        """Answer several requests as rows of fused decodings of at most `batch_size` rows; one context
+        each."""
         results: list[Result] = []
         for first in range(0, len(requests), self.batch_size):
             rows = slice(first, first + self.batch_size)
@@ -121,7 +126,7 @@ class TokenFusion(Strategy):
         latency = time.perf_counter() - start
         return [
             self._result(ctx, request, decoding, row, outcome, latency, note)
-            for row, (ctx, request, outcome) in enumerate(zip(ctxs, requests, outcomes))
+            for row, (ctx, request, outcome) in enumerate(zip(ctxs, requests, outcomes, strict=True))
         ]
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
@@ -141,15 +146,15 @@ class TokenFusion(Strategy):
         yield ctx.final_delta(ctx.trace.chosen or self.name, reason=ctx.trace.reason)
 
     async def _open(self, ctx: RunContext, requests: Sequence[Request]) -> tuple[FusedDecoding, str | None]:
-        """The weights of each request and a decoding of them all, ready to step (prompts read, caches filled)."""
+        """The weights of each request and a decoding of them all, ready to step (prompts read, caches
+        filled)."""
         members = self.members_used(list(ctx.members.values()))
         weights, note = await to_thread(self.request_weights, members, requests)
-        decoding = await to_thread(
-            FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens
-        )
+        decoding = await to_thread(FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens)
         return decoding, note
 
-    # weights ------------------------------------------------------------------------------------------------------
+    # weights
+    # ------------------------------------------------------------------------------------------------------
     def request_weights(
         self, members: Sequence[Member], requests: Sequence[Request]
     ) -> tuple[torch.Tensor, str | None]:
@@ -176,14 +181,15 @@ class TokenFusion(Strategy):
                     opt_weights(FusedPromptPerplexity(members, mixer, text), n, self.opt_grid)
                     for text in texts
                 ]
-        except Exception as err:  # noqa: BLE001 - any scoring failure degrades to uniform weights
+        except Exception as err:
             return (
                 uniform,
                 f"{self.weights} weights failed ({type(err).__name__}: {err}); used uniform weights",
             )
         return torch.tensor(rows, dtype=torch.float32), None
 
-    # results ------------------------------------------------------------------------------------------------------
+    # results
+    # ------------------------------------------------------------------------------------------------------
     def _result(
         self,
         ctx: RunContext,
@@ -220,8 +226,8 @@ class TokenFusion(Strategy):
             range(len(weights)), key=lambda i: (decoding.members[i].name not in decoding.errors, weights[i])
         )
         method = self.weights if isinstance(self.weights, str) else "fixed"
-        details = {
-            "weights": {m.name: w for m, w in zip(decoding.members, weights)},
+        details: dict[str, Any] = {
+            "weights": {m.name: w for m, w in zip(decoding.members, weights, strict=True)},
             "weight_method": method,
             "mixing": self.mixing,
             "tokenizers": "shared"
@@ -242,7 +248,7 @@ class TokenFusion(Strategy):
             finish_reason=finish,
             usage=Usage(),
         )
-        names = ", ".join(f"{m.name} {w:.2f}" for m, w in zip(decoding.members, weights))
+        names = ", ".join(f"{m.name} {w:.2f}" for m, w in zip(decoding.members, weights, strict=True))
         return ctx.result(
             generation, reason=f"token fusion ({method} weights, {self.mixing} mixing: {names})", **details
         )

@@ -14,10 +14,10 @@ from ensemble_core.types import Generation, Request, Result
 
 
 class Vote(CandidateStrategy):
-    """Every member answers (concurrently); answers are grouped by their normalised form (tool calls by name and
-    arguments) and the largest group wins. Ties go to the group holding the answer with the highest mean token
-    log-probability, then to the group answered first in member order; the winner's best-scored answer is
-    returned as it was written."""
+    """Every member answers (concurrently); answers are grouped by their normalised form (tool calls by name
+    and arguments) and the largest group wins. Ties go to the group holding the answer with the highest mean
+    token log-probability, then to the group answered first in member order; the winner's best-scored answer
+    is returned as it was written."""
 
     name: ClassVar[str] = "vote"
     summary: ClassVar[str] = "majority over normalised answers (self-consistency when sampling)"
@@ -29,7 +29,8 @@ class Vote(CandidateStrategy):
         default="auto",
         description=(
             "how answers are compared: 'text' (lower case, no punctuation), 'number' ('#### 42' or the last "
-            "number), 'choice' (a multiple-choice letter), 'auto' ('#### n', a bare letter or number, else text), "
+            "number), 'choice' (a multiple-choice letter), 'auto' ('#### n', a bare letter or number, else "
+            "text), "
             "or a function str -> str"
         ),
     )

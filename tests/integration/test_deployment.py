@@ -41,11 +41,16 @@ def test_the_ensemble_as_a_service_in_front_of_remote_members(remote, smollm2):
     with serving(ens) as url:
         client = openai.OpenAI(base_url=url, api_key="unused")
         completion = client.chat.completions.create(
-            model="ensemble", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=16
+            model="ensemble",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=16,
         )
         assert "Paris" in completion.choices[0].message.content
         assert completion.model_extra["ensemble_trace"]["chosen"] == "remote"
         streamed = client.chat.completions.create(
-            model="ensemble", messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=16, stream=True
+            model="ensemble",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=16,
+            stream=True,
         )
         assert "Paris" in "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)

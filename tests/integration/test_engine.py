@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("name", ["smollm2", "gemma3"])
 def test_score_prefers_paris_over_london(name, request):
     member = request.getfixturevalue(name)
-    paris, london = member.score([("The capital of France is", " Paris"), ("The capital of France is", " London")])
+    paris, london = member.score(
+        [("The capital of France is", " Paris"), ("The capital of France is", " London")]
+    )
     assert paris.sum_logprob > london.sum_logprob
 
 
@@ -29,9 +31,13 @@ def test_step_reproduces_generate_greedy(name, request):
     prompt = member.format_prompt(Request(messages=to_messages("Tell me about the city of Paris in France.")))
     ids = member.encode_text(prompt)
     reference = member.model.generate(
-        torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-        max_new_tokens=32, do_sample=False, eos_token_id=member.eos_ids(), pad_token_id=member._pad_id(),
-    )[0, len(ids):].tolist()
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        max_new_tokens=32,
+        do_sample=False,
+        eos_token_id=member.eos_ids(),
+        pad_token_id=member._pad_id(),
+    )[0, len(ids) :].tolist()
     session = member.step_session([prompt])
     stepped: list[int] = []
     for _ in range(32):
@@ -53,7 +59,9 @@ def test_default_ensemble_answers_paris(default_pair):
 
 
 def test_gemma_uses_the_plain_format_and_says_so(gemma3):
-    result = Ensemble([gemma3], "single", member="gemma3").run("What is the capital of France?", max_tokens=16)
+    result = Ensemble([gemma3], "single", member="gemma3").run(
+        "What is the capital of France?", max_tokens=16
+    )
     assert "Paris" in result.text
     assert result.trace.calls[0].prompt_format == "plain-qa"
 
@@ -97,7 +105,10 @@ def test_second_load_does_not_dequantise_again(smollm2, monkeypatch):
 def test_cli_ask_json_answers_paris():
     out = subprocess.run(
         [sys.executable, "-m", "ensemble_core.cli", "ask", "What is the capital of France?", "--json"],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     payload = json.loads(out.stdout)
     assert "Paris" in payload["answer"]

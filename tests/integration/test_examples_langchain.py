@@ -1,5 +1,5 @@
-"""The LangChain examples: each runs as it is (a subprocess on the packaged models), and its building blocks are
-checked with scripted members where a 135M model cannot be relied on (tool calls)."""
+"""The LangChain examples: each runs as it is (a subprocess on the packaged models), and its building blocks
+are checked with scripted members where a 135M model cannot be relied on (tool calls)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def run_example(name: str, *args: str) -> str:
     return done.stdout
 
 
-# building blocks with scripted members ---------------------------------------------------------------------------
+# building blocks with scripted members
+# ---------------------------------------------------------------------------
 def test_agent_calls_the_tool_and_answers_from_its_result():
     agent_example = load_example("langchain_agent")
 
@@ -86,7 +87,8 @@ def test_rag_chain_puts_the_retrieved_documents_in_the_prompt():
     assert "sheep's milk" not in system  # the cheese document is not among the top 2
 
 
-# the examples as they are, on the packaged models ----------------------------------------------------------------
+# the examples as they are, on the packaged models
+# ----------------------------------------------------------------
 @pytest.mark.integration
 def test_rag_example_runs():
     out = run_example("langchain_rag", "--max-tokens", "16")

@@ -1,4 +1,5 @@
-"""Span and step fusion on the packaged default pair (SmolLM2-135M-Instruct, chat; Gemma 3 270M, plain Q/A)."""
+"""Span and step fusion on the packaged default pair (SmolLM2-135M-Instruct, chat; Gemma 3 270M, plain
+Q/A)."""
 
 from __future__ import annotations
 
@@ -64,8 +65,9 @@ async def test_span_fusion_stream_joins_to_the_result(span_ensemble):
 @pytest.mark.server
 @pytest.mark.slow
 def test_span_fusion_with_a_llama_cpp_server_member(llama_server, gemma3):
-    """llama.cpp ignores the assistant prefill and starts over (the repetition is removed), and it cannot score
-    every token (the scorer is dropped for the round, the trace says why): the ensemble still answers."""
+    """llama.cpp ignores the assistant prefill and starts over (the repetition is removed), and it cannot
+    score every token (the scorer is dropped for the round, the trace says why): the ensemble still
+    answers."""
     server = OpenAICompatMember(llama_server, "smollm2-q4", name="server", timeout_s=120)
     result = Ensemble([server, gemma3], SpanFusion()).run("What is the capital of France?", max_tokens=24)
     assert "Paris" in result.text
@@ -78,10 +80,11 @@ def test_step_fusion_writes_steps_scored_by_both_members(step_result):
     rounds = step_result.trace.details["rounds"]
     steps = [r["text"] for r in rounds if "text" in r]
     assert steps and step_result.text == "\n".join(steps)
-    for r in rounds:
-        if "scores" in r:  # the members disagreed: both scored every candidate, the least surprising won
-            assert set(r["perplexity"]) == {"smollm2", "gemma3"}
-            assert r["text"] == r["candidates"][min(range(len(r["scores"])), key=r["scores"].__getitem__)]
+    disputed = [r for r in rounds if "scores" in r]  # rounds where the members proposed different steps
+    assert disputed, f"the members proposed the same step in every round: {rounds}"
+    for r in disputed:  # both scored every candidate, and the least surprising one won
+        assert set(r["perplexity"]) == {"smollm2", "gemma3"}
+        assert r["text"] == r["candidates"][min(range(len(r["scores"])), key=r["scores"].__getitem__)]
 
 
 async def test_step_fusion_stream_joins_to_the_result(step_ensemble, step_result):

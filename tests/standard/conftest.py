@@ -11,4 +11,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reasons = getattr(getattr(item, "cls", None), "xfail_reasons", {})
         reason = reasons.get(getattr(item, "originalname", item.name))
         if reason:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))

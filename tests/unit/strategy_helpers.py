@@ -24,7 +24,8 @@ class LogprobMember(ScriptedMember):
 
 
 class ScoringMember(ScriptedMember):
-    """A scripted member that can also score: `scorer(prompt, continuation) -> sum logprob`; records the pairs."""
+    """A scripted member that can also score: `scorer(prompt, continuation) -> sum logprob`; records the
+    pairs."""
 
     capabilities = frozenset({Capability.GENERATE, Capability.SCORE})
 
@@ -54,7 +55,8 @@ class Clock:
         return answer
 
     def overlap(self, trace: Trace, names: Sequence[str]) -> bool:
-        """Whether all the named members' calls were in flight at one common moment (start = end - latency)."""
+        """Whether all the named members' calls were in flight at one common moment (start = end -
+        latency)."""
         latency = {c.member: c.latency_s for c in trace.calls if c.member in names}
         starts = [self.ends[n] - latency[n] for n in names]
         return max(starts) < min(self.ends[n] for n in names)

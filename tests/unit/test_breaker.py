@@ -50,7 +50,9 @@ def test_a_failed_trial_reopens_at_once():
 
 
 def test_ensemble_stops_calling_a_member_that_keeps_failing():
-    flaky = ScriptedMember("flaky", [RuntimeError("down")], breaker=BreakerPolicy(failure_threshold=2, reset_after_s=60))
+    flaky = ScriptedMember(
+        "flaky", [RuntimeError("down")], breaker=BreakerPolicy(failure_threshold=2, reset_after_s=60)
+    )
     backup = ScriptedMember("backup", ["ok"])
     ens = Ensemble([flaky, backup])
     for _ in range(4):

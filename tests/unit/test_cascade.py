@@ -217,7 +217,8 @@ def test_multi_turn_conversations_reach_every_step():
     assert all(len(m.calls[0].messages) == 3 for m in members)
 
 
-# calibration ------------------------------------------------------------------------------------------------------
+# calibration
+# ------------------------------------------------------------------------------------------------------
 def dev_set(priced: bool = True) -> list[CascadeRecord]:
     """The cheap member is right exactly when its score is high (>= 0.6); the expensive one is always right.
     Unpriced (local models), they cost only their latency."""

@@ -17,21 +17,26 @@ def test_yaml_file_builds_members_with_prices_and_the_strategy(tmp_path, tiny_mo
         f"""
 members:
   - {{type: hf, name: local, path: "{tiny_model_dir}", price: {{input_per_token: 0.5}}}}
-  - {{type: openai, name: big, base_url: "http://127.0.0.1:9/v1", model: m, api_key_env: BIG_KEY, score: false,
-     price: {{input_per_token: 0.000001, output_per_token: 0.000002}}}}
+  - {{type: openai, name: big, base_url: "http://127.0.0.1:9/v1", model: m, api_key_env: BIG_KEY,
+     score: false, price: {{input_per_token: 0.000001, output_per_token: 0.000002}}}}
 strategy: {{name: fallback, params: {{order: [big, local]}}}}
 """
     )
     ens = Ensemble.from_config(path)
     assert list(ens.members) == ["local", "big"]
-    assert isinstance(ens.members["big"].price, Price) and ens.members["big"].price.output_per_token == 0.000002
+    assert (
+        isinstance(ens.members["big"].price, Price) and ens.members["big"].price.output_per_token == 0.000002
+    )
     assert ens.members["local"].price.input_per_token == 0.5
     assert ens.strategy.order == ["big", "local"]
     assert "sk-secret-value" not in repr(ens.members["big"]) + repr(load_config(path))
 
 
 def test_json_config_and_dicts_work_too(tmp_path, tiny_model_dir):
-    data = {"members": [{"type": "hf", "name": "t", "path": str(tiny_model_dir)}], "strategy": {"name": "single", "params": {"member": "t"}}}
+    data = {
+        "members": [{"type": "hf", "name": "t", "path": str(tiny_model_dir)}],
+        "strategy": {"name": "single", "params": {"member": "t"}},
+    }
     path = tmp_path / "e.json"
     path.write_text(json.dumps(data))
     assert Ensemble.from_config(path).strategy.member == "t"
@@ -41,13 +46,25 @@ def test_json_config_and_dicts_work_too(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"members": [{"type": "packaged", "model": "gpt5"}]}, "members.0.packaged.model: Input should be 'smollm2' or 'gemma3'"),
-        ({"members": [{"type": "packaged", "model": "smollm2"}], "strategy": {"name": "nope"}}, "unknown strategy 'nope' (allowed: "),
-        ({"members": [{"type": "hf", "name": "x", "path": "/m", "colour": 1}]}, "members.0.hf.colour: unknown field"),
+        (
+            {"members": [{"type": "packaged", "model": "gpt5"}]},
+            "members.0.packaged.model: Input should be 'smollm2' or 'gemma3'",
+        ),
+        (
+            {"members": [{"type": "packaged", "model": "smollm2"}], "strategy": {"name": "nope"}},
+            "unknown strategy 'nope' (allowed: ",
+        ),
+        (
+            {"members": [{"type": "hf", "name": "x", "path": "/m", "colour": 1}]},
+            "members.0.hf.colour: unknown field",
+        ),
         ({"members": []}, "members: List should have at least 1 item"),
         ({"members": [{"type": "vllm"}]}, "members.0: Input tag 'vllm'"),
         ({"strategy": {"name": "single"}}, "members: Field required"),
-        ({"members": [{"type": "openai", "name": "o", "base_url": "u", "model": "m", "timeout_s": -1}]}, "timeout_s: Input should be greater than 0"),
+        (
+            {"members": [{"type": "openai", "name": "o", "base_url": "u", "model": "m", "timeout_s": -1}]},
+            "timeout_s: Input should be greater than 0",
+        ),
     ],
 )
 def test_invalid_config_names_field_and_allowed_values(data, message):
@@ -57,13 +74,20 @@ def test_invalid_config_names_field_and_allowed_values(data, message):
 
 
 def test_strategy_params_are_checked_when_building(tiny_model_dir):
-    data = {"members": [{"type": "hf", "name": "t", "path": str(tiny_model_dir)}], "strategy": {"name": "single", "params": {"membre": "t"}}}
+    data = {
+        "members": [{"type": "hf", "name": "t", "path": str(tiny_model_dir)}],
+        "strategy": {"name": "single", "params": {"membre": "t"}},
+    }
     with pytest.raises(ConfigError, match="membre: unknown field"):
         Ensemble.from_config(data)
 
 
 def test_missing_env_key_and_bad_files_are_clear(tmp_path):
-    data = {"members": [{"type": "openai", "name": "o", "base_url": "u", "model": "m", "api_key_env": "NOPE_NOT_SET"}]}
+    data = {
+        "members": [
+            {"type": "openai", "name": "o", "base_url": "u", "model": "m", "api_key_env": "NOPE_NOT_SET"}
+        ]
+    }
     with pytest.raises(ConfigError, match="NOPE_NOT_SET.*not set"):
         Ensemble.from_config(data)
     with pytest.raises(ConfigError, match="does not exist"):

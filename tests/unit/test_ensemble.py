@@ -63,12 +63,16 @@ def test_fallback_skips_failing_members_and_says_so():
 
 
 def test_fallback_order_is_respected():
-    ens = Ensemble([ScriptedMember("a", ["from a"]), ScriptedMember("b", ["from b"])], "fallback", order=["b", "a"])
+    ens = Ensemble(
+        [ScriptedMember("a", ["from a"]), ScriptedMember("b", ["from b"])], "fallback", order=["b", "a"]
+    )
     assert ens.run("q").text == "from b"
 
 
 def test_every_member_failing_says_why_each_failed():
-    ens = Ensemble([ScriptedMember("a", [RuntimeError("disk full")]), ScriptedMember("b", [ValueError("bad")])])
+    ens = Ensemble(
+        [ScriptedMember("a", [RuntimeError("disk full")]), ScriptedMember("b", [ValueError("bad")])]
+    )
     with pytest.raises(AllMembersFailedError, match="a: RuntimeError: disk full.*b: ValueError: bad"):
         ens.run("q")
 
@@ -106,7 +110,9 @@ async def test_async_run_and_stream():
 
 
 async def test_concurrent_requests_do_not_share_traces():
-    ens = Ensemble([ScriptedMember("a", lambda r: r.messages[-1].content.upper(), delay_s=0.05)], "single", member="a")
+    ens = Ensemble(
+        [ScriptedMember("a", lambda r: r.messages[-1].content.upper(), delay_s=0.05)], "single", member="a"
+    )
     results = await asyncio.gather(*(ens.arun(f"q{i}") for i in range(5)))
     assert [r.text for r in results] == [f"Q{i}" for i in range(5)]
     assert all(len(r.trace.calls) == 1 for r in results)
@@ -115,7 +121,9 @@ async def test_concurrent_requests_do_not_share_traces():
 def test_tool_calls_pass_through():
     call = ToolCall(name="get_weather", arguments={"city": "Paris"})
     ens = Ensemble([ScriptedMember("a", [call])], "single", member="a")
-    result = ens.run("weather?", tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {}}}])
+    result = ens.run(
+        "weather?", tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    )
     assert result.tool_calls == [call] and result.finish_reason == "tool_calls"
     final = list(ens.stream("weather?", tools=[{"name": "get_weather"}]))
     chunks = [c for d in final for c in d.tool_call_chunks]

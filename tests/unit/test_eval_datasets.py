@@ -18,10 +18,13 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 
 def test_user_jsonl_multiple_choice_with_letter_or_index(tmp_path):
-    path = _write(tmp_path / "mine.jsonl", [
-        {"question": "2+2?", "choices": ["3", "4"], "answer": "B"},
-        {"id": "q2", "query": "Sky colour?", "choices": ["blue", "green", "red"], "gold": 0},
-    ])
+    path = _write(
+        tmp_path / "mine.jsonl",
+        [
+            {"question": "2+2?", "choices": ["3", "4"], "answer": "B"},
+            {"id": "q2", "query": "Sky colour?", "choices": ["blue", "green", "red"], "gold": 0},
+        ],
+    )
     data = load_dataset(str(path))
     assert data.name == "mine" and len(data.sha256) == 64
     first, second = data.items

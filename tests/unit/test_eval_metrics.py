@@ -63,7 +63,7 @@ def test_compare_counts_discordant_items():
         ("numeric", ["18"], "She makes 9 * 2 = 18 dollars.\n#### 18", True),
         ("numeric", ["1000"], "The total is 1,000.", True),
         ("numeric", ["18"], "It is 17.", False),
-        ("first-word", ["Shane"], ' Shane, she said.', True),
+        ("first-word", ["Shane"], " Shane, she said.", True),
         ("first-word", ["signs"], "the signs", False),
         ("exact", ["Onion", "Allium cepa"], "The onion.\nMore text", True),
         ("exact", ["Horse"], "A horse", True),
@@ -78,8 +78,16 @@ def test_answer_matching(match, answers, text, expected):
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("B", 1), ("The answer is C.", 2), ("(A) red", 0), ("green", 1), ("red or green", None), ("E", None), ("", None),
-     (" C\nAnswer: B\nAnswer:", 2)],
+    [
+        ("B", 1),
+        ("The answer is C.", 2),
+        ("(A) red", 0),
+        ("green", 1),
+        ("red or green", None),
+        ("E", None),
+        ("", None),
+        (" C\nAnswer: B\nAnswer:", 2),
+    ],
 )
 def test_choice_from_generated_text(text, expected):
     item = ChoiceItem(id="0", question="Colour?", choices=["red", "green", "blue"], gold=1)

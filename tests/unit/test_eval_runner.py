@@ -20,8 +20,10 @@ COLOURS = ["red", "green", "blue"]
 
 
 def _choice_set(n: int = 6) -> Dataset:
-    items = [ChoiceItem(id=str(i), question=f"Question: colour number {i}?", choices=COLOURS, gold=i % 3)
-             for i in range(n)]
+    items = [
+        ChoiceItem(id=str(i), question=f"Question: colour number {i}?", choices=COLOURS, gold=i % 3)
+        for i in range(n)
+    ]
     return Dataset(name="colours", path="memory", sha256="0" * 64, items=items)
 
 
@@ -37,7 +39,9 @@ def pair(tiny_model_dir):
 
 
 def test_loglik_targets_and_choice_ensemble(tmp_path, pair):
-    evaluation = Evaluation(_choice_set(), pair, parse_specs("single:tiny,single:tiny2,choice-ensemble"), tmp_path)
+    evaluation = Evaluation(
+        _choice_set(), pair, parse_specs("single:tiny,single:tiny2,choice-ensemble"), tmp_path
+    )
     results = evaluation.run()
     assert {t.protocol for t in evaluation.targets} == {"loglik"}
     assert len(results) == 18
@@ -48,7 +52,9 @@ def test_loglik_targets_and_choice_ensemble(tmp_path, pair):
 
 
 def test_routers_are_judged_by_the_loglik_answer_of_the_member_they_pick(tmp_path, pair):
-    evaluation = Evaluation(_choice_set(), pair, parse_specs("single:tiny2,rule-router[default=tiny2]"), tmp_path)
+    evaluation = Evaluation(
+        _choice_set(), pair, parse_specs("single:tiny2,rule-router[default=tiny2]"), tmp_path
+    )
     assert [t.protocol for t in evaluation.targets] == ["loglik", "routed"]
     results = evaluation.run()
     single = {r.id: r.pred for r in results if r.strategy == "single:tiny2"}
@@ -58,8 +64,14 @@ def test_routers_are_judged_by_the_loglik_answer_of_the_member_they_pick(tmp_pat
 
 def test_scoring_workers_give_the_same_results(tmp_path, pair):
     one = Evaluation(_choice_set(8), pair, parse_specs("single:tiny,single:tiny2"), tmp_path / "one").run()
-    two = Evaluation(_choice_set(8), pair, parse_specs("single:tiny,single:tiny2"), tmp_path / "two",
-                     workers=3, batch_choices=3).run()
+    two = Evaluation(
+        _choice_set(8),
+        pair,
+        parse_specs("single:tiny,single:tiny2"),
+        tmp_path / "two",
+        workers=3,
+        batch_choices=3,
+    ).run()
     assert [(r.strategy, r.id, r.pred) for r in one] == [(r.strategy, r.id, r.pred) for r in two]
     assert len((tmp_path / "two" / "cache" / "scores.tiny.jsonl").read_text().splitlines()) == 8
 
@@ -70,7 +82,14 @@ def test_generate_protocol_adds_single_baselines_and_extracts_letters(tmp_path):
     labels = [t.label for t in evaluation.targets]
     assert labels == ["vote[candidates=[a]]", "single:a (generate)", "single:b (generate)"]
     results = {(r.strategy, r.id): r for r in evaluation.run()}
-    assert [results[("vote[candidates=[a]]", str(i))].correct for i in range(6)] == [True, False, True, True, True, False]
+    assert [results[("vote[candidates=[a]]", str(i))].correct for i in range(6)] == [
+        True,
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
     assert results[("single:b (generate)", "2")].pred == 2 and results[("single:b (generate)", "2")].correct
 
 
@@ -88,9 +107,13 @@ def test_an_interrupted_run_continues_where_it_stopped(tmp_path):
         Evaluation(_choice_set(), members, parse_specs("single:a"), tmp_path, mc_protocol="generate").run()
     cache = tmp_path / "cache" / "generate.single_a.jsonl"
     assert len(cache.read_text().splitlines()) == 3
-    results = Evaluation(_choice_set(), members, parse_specs("single:a"), tmp_path, mc_protocol="generate").run()
+    results = Evaluation(
+        _choice_set(), members, parse_specs("single:a"), tmp_path, mc_protocol="generate"
+    ).run()
     assert len(results) == 6 and len(calls) == 4 + 3  # items 0-2 came from the cache, 3-5 ran
-    again = Evaluation(_choice_set(), members, parse_specs("single:a"), tmp_path, mc_protocol="generate").run()
+    again = Evaluation(
+        _choice_set(), members, parse_specs("single:a"), tmp_path, mc_protocol="generate"
+    ).run()
     assert [r.model_dump() for r in again] == [r.model_dump() for r in results] and len(calls) == 7
 
 
@@ -110,7 +133,9 @@ def test_resuming_with_other_data_or_settings_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="sha256"):
         Evaluation(other, members, parse_specs("single:a"), tmp_path, mc_protocol="generate").run()
     with pytest.raises(ConfigError, match="seed"):
-        Evaluation(_choice_set(), members, parse_specs("single:a"), tmp_path, mc_protocol="generate", seed=1).run()
+        Evaluation(
+            _choice_set(), members, parse_specs("single:a"), tmp_path, mc_protocol="generate", seed=1
+        ).run()
 
 
 def test_bad_strategy_params_fail_before_any_work(tmp_path):
@@ -120,21 +145,31 @@ def test_bad_strategy_params_fail_before_any_work(tmp_path):
 
 
 def test_short_answer_sets_generate_and_skip_choice_ensemble(tmp_path):
-    items = [AnswerItem(id="0", question="Capital of France?", answers=["Paris"]),
-             AnswerItem(id="1", question="2+2?", answers=["4"], match="numeric")]
+    items = [
+        AnswerItem(id="0", question="Capital of France?", answers=["Paris"]),
+        AnswerItem(id="1", question="2+2?", answers=["4"], match="numeric"),
+    ]
     data = Dataset(name="qa", path="memory", sha256="0" * 64, items=items)
-    evaluation = Evaluation(data, [ScriptedMember("a", ["Paris.", "It is 5."])],
-                            parse_specs("single:a,choice-ensemble"), tmp_path)
+    evaluation = Evaluation(
+        data, [ScriptedMember("a", ["Paris.", "It is 5."])], parse_specs("single:a,choice-ensemble"), tmp_path
+    )
     assert any("not applicable" in n for n in evaluation.notes)
     assert [r.correct for r in evaluation.run()] == [True, False]
 
 
 def test_report_folder(tmp_path, pair):
-    evaluation = Evaluation(_choice_set(), pair, parse_specs("single:tiny,single:tiny2,choice-ensemble"), tmp_path)
+    evaluation = Evaluation(
+        _choice_set(), pair, parse_specs("single:tiny,single:tiny2,choice-ensemble"), tmp_path
+    )
     results = evaluation.run()
     summary = build_summary(
-        command="llm-ensemble eval --data colours", dataset=evaluation.dataset, settings=evaluation.settings,
-        results=results, singles={"single:tiny", "single:tiny2"}, scores=evaluation.scores, notes=["a note"],
+        command="llm-ensemble eval --data colours",
+        dataset=evaluation.dataset,
+        settings=evaluation.settings,
+        results=results,
+        singles={"single:tiny", "single:tiny2"},
+        scores=evaluation.scores,
+        notes=["a note"],
     )
     report = write_report(summary, results, tmp_path)
     text = report.read_text()

@@ -1,4 +1,5 @@
-"""Choice scoring (the shared-prompt path equals `member.score`), normalisation, choice-ensemble weights, specs."""
+"""Choice scoring (the shared-prompt path equals `member.score`), normalisation, choice-ensemble weights,
+specs."""
 
 from __future__ import annotations
 
@@ -12,11 +13,22 @@ from ensemble_core.eval.specs import parse_specs
 from ensemble_core.members.scripted import ScriptedMember
 
 ITEMS = [
-    ChoiceItem(id="0", question="Question: What is hot?", prompt="Question: What is hot?\nAnswer:",
-               choices=["fire", "ice cold water", "snow"], gold=0),
+    ChoiceItem(
+        id="0",
+        question="Question: What is hot?",
+        prompt="Question: What is hot?\nAnswer:",
+        choices=["fire", "ice cold water", "snow"],
+        gold=0,
+    ),
     ChoiceItem(id="1", question="The cat", choices=["sat on the mat.", "ran"], gold=0),
-    ChoiceItem(id="2", question="Which?", choices=["The dog", "The cat"], gold=1,
-               contexts=["The dog", "The cat"], continuation="purred loudly."),
+    ChoiceItem(
+        id="2",
+        question="Which?",
+        choices=["The dog", "The cat"],
+        gold=1,
+        contexts=["The dog", "The cat"],
+        continuation="purred loudly.",
+    ),
 ]
 
 
@@ -31,7 +43,7 @@ def test_shared_prompt_path_equals_member_score(tiny_member):
 def test_flat_and_shared_paths_agree(tiny_member):
     shared = [s for _, s in score_items(tiny_member, ITEMS)]
     flat = [s for _, s in score_items(tiny_member, ITEMS, shared_prompt=False)]
-    for a, b in zip(shared, flat):
+    for a, b in zip(shared, flat, strict=True):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
         assert a.prediction("chars") == b.prediction("chars")
     assert all(s.prompt_logprob is not None and s.prompt_logprob < 0 for s in shared[:2])
@@ -44,8 +56,14 @@ def test_scoring_needs_the_score_capability():
 
 
 def _scores(logprobs, chars, prompt_logprob=None, prompt_bytes=10) -> ChoiceScores:
-    return ChoiceScores(logprobs=logprobs, n_chars=chars, n_bytes=chars, n_tokens=[1] * len(chars),
-                        prompt_logprob=prompt_logprob, prompt_bytes=prompt_bytes)
+    return ChoiceScores(
+        logprobs=logprobs,
+        n_chars=chars,
+        n_bytes=chars,
+        n_tokens=[1] * len(chars),
+        prompt_logprob=prompt_logprob,
+        prompt_bytes=prompt_bytes,
+    )
 
 
 def test_normalisation_changes_the_prediction():
@@ -67,7 +85,7 @@ def test_choice_ensemble_uniform_and_fixed_weights():
 
 
 def test_packllm_sim_trusts_the_member_that_finds_the_prompt_less_surprising():
-    a = _scores([-1.0, -3.0], [1, 1], prompt_logprob=-5.0)   # 0.5 nats/byte: at ease with the prompt
+    a = _scores([-1.0, -3.0], [1, 1], prompt_logprob=-5.0)  # 0.5 nats/byte: at ease with the prompt
     b = _scores([-4.0, -1.0], [1, 1], prompt_logprob=-15.0)  # 1.5 nats/byte
     pred, weights, _ = ChoiceEnsemble(weights="packllm-sim").combine({"a": a, "b": b}, "none")
     assert weights["a"] > 0.9 and pred == 0

@@ -23,12 +23,18 @@ def _score(prompt: str, continuation: str) -> float:
 
 
 class _Faulty(ScoringMember):
-    """A member with one fault in every capability it has: raise, hang, empty, or die after the first words."""
+    """A member with one fault in every capability it has: raise, hang, empty, or die after the first
+    words."""
 
     capabilities = frozenset({Capability.GENERATE, Capability.SCORE})
 
     def __init__(self, fault: str):
-        script = {"raises": [RuntimeError("injected crash")], "hangs": [ANSWER], "empty": [""], "dies": [ANSWER]}[fault]
+        script = {
+            "raises": [RuntimeError("injected crash")],
+            "hangs": [ANSWER],
+            "empty": [""],
+            "dies": [ANSWER],
+        }[fault]
         super().__init__("faulty", script, _score, delay_s=30 if fault == "hangs" else 0, timeout_s=0.5)
         self.fault = fault
 
@@ -72,7 +78,10 @@ STRATEGIES = {
     "span-fusion": {},
     "step-fusion": {},
     "rule-router": {"rules": [{"member": "faulty", "keywords": ["capital"]}], "default": "good1"},
-    "semantic-router": {"routes": [{"member": "faulty", "description": "capitals"}, {"member": "good1", "description": "x"}], "embed": _embed},
+    "semantic-router": {
+        "routes": [{"member": "faulty", "description": "capitals"}, {"member": "good1", "description": "x"}],
+        "embed": _embed,
+    },
     "perplexity-router": {},
 }
 FAULTS = ["raises", "hangs", "empty", "dies"]
@@ -98,7 +107,9 @@ def test_the_others_answer_and_the_trace_records_the_fault(strategy, fault):
     faulty_calls = [c for c in result.trace.calls if c.member == "faulty"]
     if fault in ("raises", "hangs"):
         assert faulty_calls and all(not c.ok for c in faulty_calls)
-        assert any(("injected crash" if fault == "raises" else "timed out") in (c.error or "") for c in faulty_calls)
+        assert any(
+            ("injected crash" if fault == "raises" else "timed out") in (c.error or "") for c in faulty_calls
+        )
     if fault == "empty":
         assert result.trace.chosen != "faulty"
 

@@ -63,9 +63,12 @@ def test_batched_score_equals_one_by_one(tiny_member):
     pairs = [("The capital of France is", " Paris"), ("2 + 2 =", " 4"), ("", "hello world")]
     together = tiny_member.score(pairs)
     alone = [tiny_member.score([p])[0] for p in pairs]
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         assert a.n_tokens == b.n_tokens and a.sum_logprob == pytest.approx(b.sum_logprob, abs=1e-4)
-    assert together[0].n_chars == 6 and together[0].mean_logprob == together[0].sum_logprob / together[0].n_tokens
+    assert (
+        together[0].n_chars == 6
+        and together[0].mean_logprob == together[0].sum_logprob / together[0].n_tokens
+    )
 
 
 def test_score_matches_the_step_distribution(tiny_member):
@@ -85,10 +88,10 @@ def test_stream_joins_to_generate_and_stops_at_stop_strings(tiny_member):
     deltas = list(tiny_member.stream(request))
     assert "".join(d.text for d in deltas) == full.text
     assert deltas[-1].final and deltas[-1].usage == full.usage
-    if len(full.text) > 3:
-        stop = full.text[2:4]
-        cut = tiny_member.generate(_request("hi", max_tokens=20, stop=[stop]))
-        assert cut.text == full.text[: full.text.find(stop)] and cut.finish_reason == "stop"
+    assert len(full.text) > 4  # the seeded tiny model writes its whole budget
+    stop = full.text[2:4]
+    cut = tiny_member.generate(_request("hi", max_tokens=20, stop=[stop]))
+    assert cut.text == full.text[: full.text.find(stop)] and cut.finish_reason == "stop"
 
 
 def test_sampling_is_reproducible_with_a_seed(tiny_member):
@@ -99,9 +102,8 @@ def test_sampling_is_reproducible_with_a_seed(tiny_member):
 
 def test_max_tokens_ends_with_length(tiny_member):
     result = tiny_member.generate(_request("hi", max_tokens=3))
-    assert result.usage.output_tokens <= 3
-    if result.usage.output_tokens == 3:
-        assert result.finish_reason == "length"
+    assert result.usage.output_tokens == 3  # the seeded tiny model never ends on its own this early
+    assert result.finish_reason == "length"
 
 
 def test_prompt_over_the_context_window_is_a_clear_error(tiny_member):
@@ -115,6 +117,8 @@ def test_plain_format_for_models_without_a_template(tmp_path):
     from tests.unit.tiny_models import tiny_llama
 
     member = HFMember(tiny_llama(tmp_path / "base", chat_template=None), name="base")
-    request = Request(messages=to_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]))
+    request = Request(
+        messages=to_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}])
+    )
     assert member.format_prompt(request) == "Be brief.\n\nQuestion: Hi?\nAnswer:"
     assert member.generate(request.with_params(max_tokens=4)).prompt_format == "plain-qa"

@@ -59,7 +59,8 @@ def tool_caller(name: str = "tools") -> ScriptedMember:
     return ScriptedMember(name, script)
 
 
-# construction ------------------------------------------------------------------------------------------------
+# construction
+# ------------------------------------------------------------------------------------------------
 def test_built_from_an_ensemble_members_or_a_config(tmp_path):
     ens = Ensemble([ScriptedMember("a", ["hi"])], "single", member="a")
     assert EnsembleChatModel(ensemble=ens).engine is ens
@@ -89,7 +90,8 @@ def test_construction_errors_say_what_to_pass():
         EnsembleChatModel(members=[ScriptedMember("a", ["hi"])], strategy="no-such")
 
 
-# invoke ------------------------------------------------------------------------------------------------------
+# invoke
+# ------------------------------------------------------------------------------------------------------
 def test_invoke_returns_the_answer_with_trace_and_model_name():
     chat = EnsembleChatModel(
         members=[ScriptedMember("down", [RuntimeError("boom")]), ScriptedMember("up", ["Paris."])]
@@ -186,7 +188,8 @@ def test_timeout_bounds_the_whole_call():
         list(chat.stream("hi"))
 
 
-# metadata ----------------------------------------------------------------------------------------------------
+# metadata
+# ----------------------------------------------------------------------------------------------------
 def test_langsmith_params_identifying_params_and_type():
     chat = EnsembleChatModel(members=[ScriptedMember("a", ["ok"])], max_tokens=9, temperature=0.1, stop=["x"])
     ls = chat._get_ls_params()
@@ -217,7 +220,8 @@ def test_profile_says_only_what_the_members_support():
     assert no_tools.profile["tool_calling"] is False and no_tools.profile["tool_choice"] is False
 
 
-# tools -------------------------------------------------------------------------------------------------------
+# tools
+# -------------------------------------------------------------------------------------------------------
 def test_bind_tools_passes_tools_choice_and_kwargs_and_returns_the_calls():
     member = tool_caller()
     chat = EnsembleChatModel(members=[member])

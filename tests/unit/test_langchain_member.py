@@ -20,7 +20,8 @@ from langchain_ensemble import EnsembleChatModel, LangChainMember
 
 
 class ToolFake(BaseChatModel):
-    """A tool-calling LangChain model: calls its first bound tool, reports usage, records what it was given."""
+    """A tool-calling LangChain model: calls its first bound tool, reports usage, records what it was
+    given."""
 
     seen: list[dict[str, Any]] = Field(default_factory=list)
 

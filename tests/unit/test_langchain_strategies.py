@@ -1,6 +1,6 @@
-"""Every strategy behind EnsembleChatModel keeps the LangChain contract: the trace names the strategy, usage is
-the sum over every member call, and a stream ends with one last chunk that alone carries usage and the trace.
-Tiny local models stand in for real ones, so strategies that score or step run too."""
+"""Every strategy behind EnsembleChatModel keeps the LangChain contract: the trace names the strategy, usage
+is the sum over every member call, and a stream ends with one last chunk that alone carries usage and the
+trace. Tiny local models stand in for real ones, so strategies that score or step run too."""
 
 from __future__ import annotations
 

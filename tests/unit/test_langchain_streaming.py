@@ -1,5 +1,5 @@
-"""Streaming through EnsembleChatModel: real tokens as the strategy decides them, usage on one chunk, callbacks
-per token, and astream_events that deliver tokens while the ensemble is still generating."""
+"""Streaming through EnsembleChatModel: real tokens as the strategy decides them, usage on one chunk,
+callbacks per token, and astream_events that deliver tokens while the ensemble is still generating."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Property-based tests (hypothesis) over the types that cross boundaries: messages, params, configs, streams."""
+"""Property-based tests (hypothesis) over the types that cross boundaries: messages, params, configs,
+streams."""
 
 from __future__ import annotations
 
@@ -9,16 +10,39 @@ from pydantic import ValidationError
 from ensemble_core.config import load_config
 from ensemble_core.errors import ConfigError, EmptyMessagesError
 from ensemble_core.members.text_stream import TextAssembler
-from ensemble_core.types import Message, Params, Request, ToolCall, merge_tool_call_chunks, to_messages, tool_calls_to_chunks
+from ensemble_core.types import (
+    Message,
+    Params,
+    Request,
+    ToolCall,
+    merge_tool_call_chunks,
+    to_messages,
+    tool_calls_to_chunks,
+)
 
 text = st.text(max_size=40)
-json_scalar = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text
-json_value = st.recursive(json_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=8)
-tool_call = st.builds(ToolCall, name=st.from_regex(r"[a-z_]{1,12}", fullmatch=True), arguments=st.dictionaries(text, json_value, max_size=4))
+json_scalar = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text
+)
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8,
+)
+tool_call = st.builds(
+    ToolCall,
+    name=st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+    arguments=st.dictionaries(text, json_value, max_size=4),
+)
 message = st.one_of(
     st.builds(Message, role=st.sampled_from(["system", "user", "assistant"]), content=text),
     st.builds(Message, role=st.just("assistant"), content=text, tool_calls=st.lists(tool_call, max_size=2)),
-    st.builds(Message, role=st.just("tool"), content=text, tool_call_id=st.from_regex(r"call_[a-z0-9]{1,8}", fullmatch=True)),
+    st.builds(
+        Message,
+        role=st.just("tool"),
+        content=text,
+        tool_call_id=st.from_regex(r"call_[a-z0-9]{1,8}", fullmatch=True),
+    ),
 )
 
 
@@ -29,7 +53,13 @@ def test_requests_round_trip_through_json(messages):
     assert to_messages([m.model_dump() for m in messages]) == messages
 
 
-@given(st.dictionaries(st.sampled_from(["max_tokens", "temperature", "top_p", "stop", "seed", "other"]), json_value, max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(["max_tokens", "temperature", "top_p", "stop", "seed", "other"]),
+        json_value,
+        max_size=5,
+    )
+)
 def test_params_either_validate_within_bounds_or_raise_validation_error(data):
     try:
         params = Params(**data)
@@ -61,7 +91,7 @@ def test_blank_prompts_are_empty_message_errors(parts):
 @given(st.text(max_size=60), st.lists(st.text(min_size=1, max_size=4), max_size=3), st.data())
 def test_streamed_text_is_the_full_text_cut_at_the_first_stop(full, stops, data):
     cuts = sorted(data.draw(st.sets(st.integers(1, max(len(full), 1)), max_size=10)))
-    pieces = [full[a:b] for a, b in zip([0, *cuts], [*cuts, len(full)]) if b > a]
+    pieces = [full[a:b] for a, b in zip([0, *cuts], [*cuts, len(full)], strict=True) if b > a]
     assembler = TextAssembler(lambda ids: "".join(pieces[i] for i in ids), stops)
     streamed = "".join(assembler.add(i) for i in range(len(pieces))) + assembler.finish()
     positions = [p for p in (full.find(s) for s in stops) if p >= 0]
@@ -75,5 +105,8 @@ def test_tool_calls_survive_any_fragmentation(calls, data):
     fragments = []
     for chunk in tool_calls_to_chunks(calls):
         cut = data.draw(st.integers(0, len(chunk.arguments)))
-        fragments += [chunk.model_copy(update={"arguments": chunk.arguments[:cut]}), chunk.model_copy(update={"arguments": chunk.arguments[cut:], "id": None, "name": None})]
+        fragments += [
+            chunk.model_copy(update={"arguments": chunk.arguments[:cut]}),
+            chunk.model_copy(update={"arguments": chunk.arguments[cut:], "id": None, "name": None}),
+        ]
     assert merge_tool_call_chunks(fragments) == calls

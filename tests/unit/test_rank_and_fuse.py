@@ -21,7 +21,8 @@ QUALITY = {"Paris": 3, "Paris, France": 2, "Lyon": 1, "Berlin": 0}
 
 @pytest.fixture(scope="module")
 def tiny_judge(tiny_model_dir):
-    """The tiny random model as a judge; judge prompts are longer than its nominal 256 positions (RoPE copes)."""
+    """The tiny random model as a judge; judge prompts are longer than its nominal 256 positions (RoPE
+    copes)."""
     from ensemble_core.members.hf import HFMember
 
     return HFMember(tiny_model_dir, name="tiny", context_window=2048)
@@ -33,7 +34,10 @@ def by_quality(a: str, b: str, request: Request) -> float:
 
 
 def four() -> list[ScriptedMember]:
-    return [ScriptedMember(n, [t]) for n, t in zip("abcd", ["Lyon", "Berlin", "Paris", "Paris, France"])]
+    return [
+        ScriptedMember(n, [t])
+        for n, t in zip("abcd", ["Lyon", "Berlin", "Paris", "Paris, France"], strict=True)
+    ]
 
 
 @pytest.mark.parametrize("aggregation", ["max_logits", "max_wins", "bubble"])
@@ -199,6 +203,8 @@ def test_a_failing_judge_keeps_member_order_and_says_so():
 
 def test_candidates_are_generated_concurrently():
     clock = Clock()
-    members = [ScriptedMember(n, clock.reply(n, t), delay_s=0.2) for n, t in zip("abcd", QUALITY)]
+    members = [
+        ScriptedMember(n, clock.reply(n, t), delay_s=0.2) for n, t in zip("abcd", QUALITY, strict=True)
+    ]
     result = Ensemble(members, RankAndFuse(ranker=by_quality)).run("?")
     assert clock.overlap(result.trace, list("abcd"))

@@ -1,5 +1,5 @@
-"""Routers: rules, semantic similarity, perplexity and a learned quality predictor, with scripted members, tiny
-models and a transparent keyword embedding (so the expected route is known)."""
+"""Routers: rules, semantic similarity, perplexity and a learned quality predictor, with scripted members,
+tiny models and a transparent keyword embedding (so the expected route is known)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def test_conversation_embedding_is_a_unit_vector_pulled_towards_earlier_turns():
     assert embed_conversation(messages, keyword_embed, decay=0.5, max_turns=1)[1] == 0.0
 
 
-# RuleRouter ---------------------------------------------------------------------------------------------------
+# RuleRouter
+# ---------------------------------------------------------------------------------------------------
 RULES = [
     {"member": "coder", "keywords": ["python", "C++"]},
     {"member": "tools", "has_tools": True},
@@ -239,7 +240,8 @@ def test_streaming_falls_back_before_the_first_token():
     assert "coder" in deltas[-1].trace.details["failed"]
 
 
-# SemanticRouter -----------------------------------------------------------------------------------------------
+# SemanticRouter
+# -----------------------------------------------------------------------------------------------
 SEMANTIC_ROUTES = [
     {
         "member": "mathematician",
@@ -321,7 +323,8 @@ def test_bad_semantic_routes_are_config_errors(params, message):
         Ensemble(members("a"), "semantic-router", **params)
 
 
-# PerplexityRouter ---------------------------------------------------------------------------------------------
+# PerplexityRouter
+# ---------------------------------------------------------------------------------------------
 class FixedScorer(ScriptedMember):
     """A scripted member that scores every text at a fixed log-probability per token (or raises)."""
 
@@ -408,7 +411,8 @@ def test_perplexity_router_on_tiny_models_agrees_with_member_score(tiny_pair):
     assert result.trace.calls[-1].role == "answer" and result.trace.calls[-1].member == result.trace.chosen
 
 
-# LearnedRouter ------------------------------------------------------------------------------------------------
+# LearnedRouter
+# ------------------------------------------------------------------------------------------------
 def topic_embed(texts: Sequence[str]) -> np.ndarray:
     """'easy ...' and 'hard ...' queries in two directions, with a small deterministic per-text wobble."""
     rows = []
@@ -419,7 +423,8 @@ def topic_embed(texts: Sequence[str]) -> np.ndarray:
 
 
 def synthetic_records(n: int, offset: int = 0, members=("cheap", "pricey")) -> list[RouterRecord]:
-    """The cheap member answers easy questions right and hard ones wrong; the pricey one answers both right."""
+    """The cheap member answers easy questions right and hard ones wrong; the pricey one answers both
+    right."""
     records = []
     for i in range(offset, offset + n):
         hard = i % 2 == 1

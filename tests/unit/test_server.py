@@ -12,7 +12,13 @@ from ensemble_core.members.openai_compat import OpenAICompatMember
 from ensemble_core.members.scripted import ScriptedMember
 from tests.serving import serving
 
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 
 
 def _reply(request):
@@ -37,7 +43,9 @@ def client(base_url):
 
 
 def test_plain_answer_with_usage_and_redacted_trace(client):
-    completion = client.chat.completions.create(model="ensemble", messages=[{"role": "user", "content": "Capital of France?"}])
+    completion = client.chat.completions.create(
+        model="ensemble", messages=[{"role": "user", "content": "Capital of France?"}]
+    )
     assert completion.choices[0].message.content == "The capital of France is Paris."
     assert completion.usage.completion_tokens == 6
     trace = completion.model_extra["ensemble_trace"]
@@ -50,14 +58,20 @@ def test_tool_call_round_trip(client):
     first = client.chat.completions.create(model="ensemble", messages=messages, tools=[WEATHER])
     call = first.choices[0].message.tool_calls[0]
     assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
-    messages += [first.choices[0].message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
     second = client.chat.completions.create(model="ensemble", messages=messages, tools=[WEATHER])
     assert second.choices[0].message.content == "It is sunny in Paris."
 
 
 def test_streaming_chunks_add_up_and_carry_usage(client):
     stream = client.chat.completions.create(
-        model="ensemble", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        model="ensemble",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

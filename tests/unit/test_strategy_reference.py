@@ -15,4 +15,6 @@ def test_every_strategy_is_documented_with_its_parameters():
 
 
 def test_docs_strategies_md_is_the_generated_reference():
-    assert DOC.read_text() == strategy_reference(), "regenerate: llm-ensemble strategies --markdown > docs/STRATEGIES.md"
+    assert DOC.read_text() == strategy_reference(), (
+        "regenerate: llm-ensemble strategies --markdown > docs/STRATEGIES.md"
+    )

@@ -36,7 +36,9 @@ def tiny_pair(tmp_path_factory, tiny_member):
 def merged_member(tmp_path_factory):
     """A tiny model whose tokenizer differs from the byte tokenizer: it has tokens (" the", "ll") that the
     plain byte tokenizer lacks, and its special tokens sit at other ids."""
-    folder = tiny_llama(tmp_path_factory.mktemp("tiny-merged"), seed=2, tokenizer=byte_tokenizer(merges=MERGES))
+    folder = tiny_llama(
+        tmp_path_factory.mktemp("tiny-merged"), seed=2, tokenizer=byte_tokenizer(merges=MERGES)
+    )
     return HFMember(folder, name="merged")
 
 
@@ -44,7 +46,8 @@ def fused(members, **fields) -> Ensemble:
     return Ensemble(members, TokenFusion(**fields))
 
 
-# identity -----------------------------------------------------------------------------------------------------
+# identity
+# -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mixing", ["prob", "logit"])
 @pytest.mark.parametrize("lead", [0, 1])
 def test_full_weight_on_one_member_reproduces_its_greedy_output_same_tokenizer(tiny_pair, lead, mixing):
@@ -85,12 +88,12 @@ def test_the_follower_is_fed_its_own_spelling_of_tokens_it_lacks(tiny_member, me
     assert tiny_member.tokenizer.decode(fed) == " the" and len(fed) == 4
 
 
-# ending, streaming, trace ---------------------------------------------------------------------------------------
+# ending, streaming, trace
+# ---------------------------------------------------------------------------------------
 def test_max_tokens_ends_the_answer_with_length(tiny_pair):
     result = fused(tiny_pair).run(PROMPT, max_tokens=5)
-    assert result.trace.details["fused_tokens"] <= 5
-    if result.trace.details["fused_tokens"] == 5:
-        assert result.finish_reason == "length"
+    assert result.trace.details["fused_tokens"] == 5  # the seeded tiny pair never ends on its own this early
+    assert result.finish_reason == "length"
 
 
 def test_a_stop_string_cuts_the_text(tiny_pair):
@@ -142,7 +145,8 @@ def test_a_batch_decodes_rows_together_and_matches_single_requests(tiny_pair):
     assert all(len(r.trace.calls) == 2 for r in batch)  # one trace per request
 
 
-# failures and configuration -------------------------------------------------------------------------------------
+# failures and configuration
+# -------------------------------------------------------------------------------------
 def test_a_member_without_the_step_capability_is_a_construction_error(tiny_member):
     with pytest.raises(CapabilityError, match="step"):
         Ensemble([tiny_member, ScriptedMember("api", ["hi"])], "token-fusion")
@@ -201,7 +205,8 @@ def test_packllm_weights_fall_back_to_uniform_when_scoring_fails(tiny_member, ti
     assert "scoring is down" in result.trace.details["weights_note"]
 
 
-# PackLLM weights ---------------------------------------------------------------------------------------------
+# PackLLM weights
+# ---------------------------------------------------------------------------------------------
 def test_packllm_sim_favours_the_member_less_surprised_by_the_prompt(tiny_pair):
     result = fused(tiny_pair, weights="packllm-sim", tau=0.05).run(PROMPT, max_tokens=4)
     weights = result.trace.details["weights"]
@@ -222,7 +227,8 @@ def test_packllm_opt_weights_do_not_lose_to_any_member_alone(tiny_member, merged
     assert objective(weights) <= min(objective([1.0, 0.0]), objective([0.0, 1.0])) + 1e-6
 
 
-# alignment with the real tokenizers ---------------------------------------------------------------------------------
+# alignment with the real tokenizers
+# ---------------------------------------------------------------------------------
 def _packaged_tokenizer(factory_name: str):
     from ensemble_core import defaults
     from ensemble_core.members.weights import converted_folder, is_converted

@@ -49,7 +49,8 @@ def test_only_assistant_messages_carry_tool_calls():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"max_tokens": 0}, {"temperature": -1}, {"top_p": 0}, {"stop": [""]}, {"max_tokens": 5, "colour": 1}]
+    "bad",
+    [{"max_tokens": 0}, {"temperature": -1}, {"top_p": 0}, {"stop": [""]}, {"max_tokens": 5, "colour": 1}],
 )
 def test_invalid_params_are_rejected(bad):
     with pytest.raises(ValidationError):
@@ -67,5 +68,8 @@ def test_tool_call_chunks_round_trip():
     halves = []
     for c in chunks:  # split every argument string in two fragments, as a server would stream them
         cut = len(c.arguments) // 2
-        halves += [c.model_copy(update={"arguments": c.arguments[:cut]}), c.model_copy(update={"arguments": c.arguments[cut:], "id": None, "name": None})]
+        halves += [
+            c.model_copy(update={"arguments": c.arguments[:cut]}),
+            c.model_copy(update={"arguments": c.arguments[cut:], "id": None, "name": None}),
+        ]
     assert merge_tool_call_chunks(halves) == calls

@@ -1,4 +1,5 @@
-"""Vote and MBR over scripted members: majority, normalisation, ties, sampling, tool calls, failures, overlap."""
+"""Vote and MBR over scripted members: majority, normalisation, ties, sampling, tool calls, failures,
+overlap."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def scripted(**replies) -> list[ScriptedMember]:
     return [ScriptedMember(name, [reply]) for name, reply in replies.items()]
 
 
-# answer keys and similarity ---------------------------------------------------------------------------------------
+# answer keys and similarity
+# ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "number"),
     [
@@ -55,7 +57,8 @@ def test_lexical_similarity_is_symmetric_and_ranks_overlap():
     assert matrix[0, 1] > matrix[0, 2]
 
 
-# Vote -------------------------------------------------------------------------------------------------------------
+# Vote
+# ----------------------------------------------------------------------------------------------------
 def test_vote_takes_the_majority_of_normalised_answers():
     members = scripted(a="Lyon", b="Paris.", c="  paris", d="PARIS!")
     result = Ensemble(members, "vote").run("Capital of France?")
@@ -105,9 +108,11 @@ def test_self_consistency_samples_one_member_with_distinct_seeds():
 
 
 def test_tool_calls_vote_by_name_and_arguments_and_survive_intact():
-    weather = lambda: ToolCall(name="weather", arguments={"city": "Paris"})
+    def weather() -> ToolCall:
+        return ToolCall(name="weather", arguments={"city": "Paris"})
+
     calls = [weather(), weather(), ToolCall(name="weather", arguments={"city": "Rome"})]
-    members = [ScriptedMember(n, [c]) for n, c in zip("abc", calls)]
+    members = [ScriptedMember(n, [c]) for n, c in zip("abc", calls, strict=True)]
     tools = [
         ToolSpec(name="weather", parameters={"type": "object", "properties": {"city": {"type": "string"}}})
     ]
@@ -154,7 +159,8 @@ def test_vote_stream_joins_to_the_result_text():
     assert "".join(d.text for d in deltas).lower() == "paris is the capital"
 
 
-# MBR --------------------------------------------------------------------------------------------------------------
+# MBR
+# ----------------------------------------------------------------------------------------------------
 def test_mbr_picks_the_consensus_answer_lexically():
     members = scripted(
         a="Paris is the capital of France.", b="The capital of France is Paris.", c="Berlin, I think."
