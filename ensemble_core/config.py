@@ -44,16 +44,17 @@ class PackagedMemberConfig(_Section):
     """One of the models that ship in PyPI packages (the embedded default)."""
 
     type: Literal["packaged"]
-    model: Literal["smollm2", "gemma3"]
+    model: Literal["smollm2", "gemma3", "qwen05", "qwen15"]
     name: str | None = None
     device: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     timeout_s: float | None = Field(default=None, gt=0)
     price: Price | None = None
 
     def build(self) -> Member:
         from ensemble_core import defaults
 
-        factory = {"smollm2": defaults.smollm2, "gemma3": defaults.gemma3}[self.model]
+        factory = defaults.PACKAGED[self.model]
         return factory(**{k: v for k, v in self._kwargs("type", "model").items() if v is not None})
 
 
@@ -65,7 +66,7 @@ class HFMemberConfig(_Section):
     path: str
     gguf_file: str | None = None
     device: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     prompt_format: Literal["auto", "chat", "plain"] = "auto"
     context_window: int | None = Field(default=None, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)

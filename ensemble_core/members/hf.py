@@ -43,12 +43,34 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None: bfloat16 on CUDA, float32 on the CPU. "auto": bfloat16 on CUDA, and on a CPU whose oneDNN has
+    bfloat16 kernels (AVX-512 or AMX: about 2.5x faster than float32 for a 1.5B model on two cores), else
+    float32. Otherwise the dtype named."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16
+        return torch.bfloat16 if dtype == "auto" and _cpu_has_bf16_kernels() else torch.float32
+    return getattr(torch, dtype)
+
+
+def _cpu_has_bf16_kernels() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class HFMember(Member):
     """A local transformers model. `path` is a safetensors folder, a `.gguf` file, or a folder plus
     `gguf_file`. GGUF weights are de-quantised once into the user cache and loaded from there afterwards.
 
     `prompt_format`: "chat" uses the tokenizer's chat template, "plain" a Question/Answer format for base
-    models, "auto" (default) the template when there is one. The trace records which was used.
+    models, "auto" (default) the template when there is one. The trace records which was used. `dtype`: a
+    torch dtype or its name, "auto" (bfloat16 where the device computes it fast) or None (bfloat16 on CUDA,
+    float32 on the CPU); GGUF weights are de-quantised straight to it.
     """
 
     capabilities = frozenset({Capability.GENERATE, Capability.SCORE, Capability.STEP})
@@ -78,9 +100,7 @@ class HFMember(Member):
             timeout_s=timeout_s,
         )
         self.device = torch.device(device or default_device())
-        if dtype is None:
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.dtype = resolve_dtype(dtype, self.device)
         self.prompt_format: PromptFormat = prompt_format
         self.trust_remote_code = trust_remote_code
         self.score_batch_size = score_batch_size
@@ -96,14 +116,15 @@ class HFMember(Member):
         with _LOAD_LOCK:
             folder = self.folder
             if self.gguf_file:
-                target = converted_folder(self.folder, self.gguf_file)
+                dtype_name = str(self.dtype).removeprefix("torch.")
+                target = converted_folder(self.folder, self.gguf_file, dtype_name)
                 if is_converted(target):
                     folder = target
                 else:
                     with reporting(
                         f"converting {self.gguf_file} to safetensors (once; cached in {target.parent})"
                     ):
-                        folder = convert_gguf(self.folder, self.gguf_file)
+                        folder = convert_gguf(self.folder, self.gguf_file, dtype_name)
             key = (str(folder.resolve()), str(self.device), str(self.dtype))
             if key not in _LOADED:
                 with reporting(f"loading {self.name} on {self.device}"), _quiet_progress_bars():

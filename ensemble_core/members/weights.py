@@ -63,17 +63,19 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def converted_folder(folder: Path, gguf_file: str) -> Path:
-    """The cache folder for a GGUF file, named by its content hash, so a changed file converts again."""
+def converted_folder(folder: Path, gguf_file: str, dtype: str = "float32") -> Path:
+    """The cache folder for a GGUF file de-quantised to `dtype`, named by the file's identity (path, size,
+    modification time), so a changed file converts again."""
     source = folder / gguf_file
     stat = source.stat()
-    key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    identity = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return cache_root() / f"{Path(gguf_file).stem}-{key}"
 
 
 def is_converted(target: Path) -> bool:
-    """A complete conversion whose files still have the hashes recorded when it was written (checked once per
-    process), so a truncated or tampered cache is converted again rather than loaded."""
+    """A complete conversion whose files still have the hashes recorded when it was written (see `verified`),
+    so a truncated or tampered cache is converted again rather than loaded."""
     manifest_path = target / _MANIFEST
     if not manifest_path.is_file():
         return False
@@ -83,42 +85,56 @@ def is_converted(target: Path) -> bool:
         return False
     if not any(name.endswith(".safetensors") for name in recorded):
         return False
-    return all(_matches(target / name, digest) for name, digest in recorded.items())
+    return all(verified(target / name, digest) for name, digest in recorded.items())
 
 
-_VERIFIED: set[tuple[str, int, int, str]] = set()
+def _stamp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
 
 
-def _matches(path: Path, digest: str) -> bool:
+def verified(path: Path, sha256: str, size: int | None = None) -> bool:
+    """Whether `path` holds the content `sha256` (and `size` bytes, when given): hashed once, then trusted
+    while its size and modification time match the stamp written when the hash was checked, so a warm start
+    does not re-read gigabytes of weights while a truncated or rewritten file is still caught."""
     if not path.is_file():
         return False
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns, digest)
-    if key not in _VERIFIED:
-        if file_digest(path) != digest:
-            return False
-        _VERIFIED.add(key)
+    if size is not None and stat.st_size != size:
+        return False
+    stamp = _stamp(path)
+    if stamp.is_file() and stamp.read_text().split() == [sha256, str(stat.st_size), str(stat.st_mtime_ns)]:
+        return True
+    if file_digest(path) != sha256:
+        return False
+    record_verified(path, sha256)
     return True
 
 
-def convert_gguf(folder: Path, gguf_file: str) -> Path:
-    """De-quantise a GGUF file into a float32 safetensors folder once; later calls return the cached folder.
+def record_verified(path: Path, sha256: str) -> None:
+    """Stamp `path` as holding `sha256` at its current size and modification time."""
+    stat = path.stat()
+    _stamp(path).write_text(f"{sha256} {stat.st_size} {stat.st_mtime_ns}\n")
+
+
+def convert_gguf(folder: Path, gguf_file: str, dtype: str = "float32") -> Path:
+    """De-quantise a GGUF file into a safetensors folder of `dtype` once (the dtype the model will run in,
+    so loading it needs no cast); later calls return the cached folder.
 
     Written into a temporary folder and renamed into place under a file lock, so an interrupted conversion
     leaves no half cache and two processes never convert the same file at once.
     """
-    target = converted_folder(folder, gguf_file)
+    target = converted_folder(folder, gguf_file, dtype)
     if is_converted(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.parent / f".{target.name}.lock"):  # another process may be converting it now
+    with exclusive(target.parent / f".{target.name}.lock"):  # another process may be converting it now
         if is_converted(target):
             return target
-        return _convert(folder, gguf_file, target)
+        return _convert(folder, gguf_file, target, dtype)
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive(lock_path: Path) -> Iterator[None]:
     with lock_path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -127,13 +143,13 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _convert(folder: Path, gguf_file: str, target: Path) -> Path:
+def _convert(folder: Path, gguf_file: str, target: Path, dtype: str) -> Path:
     """Load the GGUF with transformers (which de-quantises it) and save it as safetensors with a manifest."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=getattr(torch, dtype))
     # The weights are already de-quantised floats; drop the GGUF marker that blocks save_pretrained.
     model.hf_quantizer = None  # type: ignore[assignment]  # (an attribute torch's stubs do not know)
     model.config.__dict__.pop("quantization_config", None)

@@ -48,7 +48,7 @@ def test_json_config_and_dicts_work_too(tmp_path, tiny_model_dir):
     [
         (
             {"members": [{"type": "packaged", "model": "gpt5"}]},
-            "members.0.packaged.model: Input should be 'smollm2' or 'gemma3'",
+            "members.0.packaged.model: Input should be 'smollm2', 'gemma3', 'qwen05' or 'qwen15'",
         ),
         (
             {"members": [{"type": "packaged", "model": "smollm2"}], "strategy": {"name": "nope"}},
