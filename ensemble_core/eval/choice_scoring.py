@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from ensemble_core.cpu_time import cpu_clock
 from ensemble_core.eval.items import ChoiceItem
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.members.hf import HFMember
@@ -20,7 +21,8 @@ from ensemble_core.members.hf import HFMember
 
 class ChoiceScores(BaseModel):
     """One member's view of one item: summed log-probability and length of each choice, the prompt's own
-    log-probability (for perplexity weights), tokens processed and the (batch-amortised) seconds spent."""
+    log-probability (for perplexity weights), tokens processed and the (batch-amortised) wall and CPU
+    seconds spent."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -32,6 +34,7 @@ class ChoiceScores(BaseModel):
     prompt_bytes: int = 0
     tokens: int = 0
     latency_s: float = 0.0
+    cpu_s: float = 0.0
 
     def normalised(self, norm: str) -> list[float]:
         """Log-likelihood per character ("chars"), per byte ("bytes"), or the raw sum ("none")."""
@@ -65,17 +68,18 @@ def score_items(
     the prompt's tokens once)."""
     member.require(Capability.SCORE, "choice scoring")
     for batch in _batches(items, batch_choices):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_clock()
         groups = [g for item in batch for g in item.groups()]
         if shared_prompt and isinstance(member, HFMember):
             scored = _shared_prompt_scores(member, groups, with_prompt)
         else:
             scored = _flat_scores(member, groups, with_prompt)
-        share = (time.perf_counter() - start) / len(batch)
+        wall = (time.perf_counter() - start) / len(batch)
+        cpu = (cpu_clock() - start_cpu) / len(batch)
         position = 0
         for item in batch:
             n = len(item.groups())
-            yield item, _combine(item, scored[position : position + n], share)
+            yield item, _combine(item, scored[position : position + n], wall, cpu)
             position += n
 
 
@@ -97,7 +101,7 @@ _GroupScore = tuple[
 ]  # prompt logprob, tokens processed, (lp, n) per choice
 
 
-def _combine(item: ChoiceItem, groups: list[_GroupScore], latency_s: float) -> ChoiceScores:
+def _combine(item: ChoiceItem, groups: list[_GroupScore], latency_s: float, cpu_s: float) -> ChoiceScores:
     texts = item.scored_texts()
     pairs = [pair for _, _, conts in groups for pair in conts]
     prompt_logprob, _, _ = groups[0]
@@ -111,6 +115,7 @@ def _combine(item: ChoiceItem, groups: list[_GroupScore], latency_s: float) -> C
         prompt_bytes=len(prompt.encode("utf-8")),
         tokens=sum(tokens for _, tokens, _ in groups),
         latency_s=latency_s,
+        cpu_s=cpu_s,
     )
 
 

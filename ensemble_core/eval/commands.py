@@ -60,7 +60,17 @@ def eval_command(
             "(uniform and packllm-sim)",
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="the first N items (0: all)")] = 500,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", "-n", help="the first N items (0: all; default 500, or all of a --split)"),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="dev, test or both: the items of a fixed split (seeded, by item id)"),
+    ] = None,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="the split's seed")] = 0,
+    dev_size: Annotated[int, typer.Option("--dev-size", help="dev items of the split")] = 300,
+    test_size: Annotated[int, typer.Option("--test-size", help="test items of the split")] = 500,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="report folder, also the resume cache (default: reports/eval/SET)"),
@@ -93,15 +103,25 @@ def eval_command(
     from ensemble_core.eval.report import build_summary, write_report
     from ensemble_core.eval.runner import Evaluation
     from ensemble_core.eval.specs import parse_specs
+    from ensemble_core.eval.splits import Split
 
     if norm not in ("chars", "bytes", "none"):
         raise typer.BadParameter(f"--norm {norm!r}: choose chars, bytes or none")
     if protocol not in ("auto", "generate"):
         raise typer.BadParameter(f"--protocol {protocol!r}: choose auto or generate")
+    if split not in (None, "dev", "test", "both"):
+        raise typer.BadParameter(f"--split {split!r}: choose dev, test or both")
     try:
         if threads:
             torch.set_num_threads(threads)
-        dataset = load_dataset(data, data_dir_path=data_dir, limit=limit or None, seed=seed)
+        chosen = (
+            None
+            if split is None
+            else Split(part=split, seed=split_seed, dev_size=dev_size, test_size=test_size)
+        )
+        if limit is None:
+            limit = 0 if chosen else 500
+        dataset = load_dataset(data, data_dir_path=data_dir, limit=limit or None, seed=seed, split=chosen)
         members = _members(config)
         names = [m.name for m in members]
         spec_text = strategies or ",".join(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.eval.items import AnswerItem, ChoiceItem, Item
+from ensemble_core.eval.splits import Split
 
 DATA_ENV = "LLM_ENSEMBLE_DATA"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,7 @@ class Dataset(BaseModel):
     path: str
     sha256: str
     items: list[ChoiceItem | AnswerItem]
+    split: str | None = None
 
     @property
     def kind(self) -> str:
@@ -164,13 +166,27 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(
-    name_or_path: str, *, data_dir_path: str | Path | None = None, limit: int | None = None, seed: int = 0
+    name_or_path: str,
+    *,
+    data_dir_path: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    split: Split | None = None,
 ) -> Dataset:
-    """A public set by name (see `dataset_names()`) or a user's JSONL file by path; the first `limit` items.
+    """A public set by name (see `dataset_names()`) or a user's JSONL file by path: the items of `split`
+    (all items without one), then the first `limit` of them.
 
     `seed` fixes the deterministic choice shuffle of TruthfulQA MC1 (whose true answer is always listed
     first).
     """
+    if split is None:
+        return _load(name_or_path, data_dir_path, limit, seed)
+    whole = _load(name_or_path, data_dir_path, None, seed)
+    items = split.select(whole.items)[:limit]
+    return whole.model_copy(update={"items": items, "split": split.describe(len(whole.items))})
+
+
+def _load(name_or_path: str, data_dir_path: str | Path | None, limit: int | None, seed: int) -> Dataset:
     if name_or_path in _SETS:
         root = data_dir(data_dir_path)
         spec = _SETS[name_or_path]

@@ -56,6 +56,7 @@ class Summary(BaseModel):
     dataset: str
     data_path: str
     sha256: str
+    split: str | None = None
     settings: EvalSettings
     chance: float | None
     strategies: list[StrategySummary]
@@ -177,6 +178,7 @@ def build_summary(
         dataset=dataset.name,
         data_path=dataset.path,
         sha256=dataset.sha256,
+        split=dataset.split,
         settings=settings,
         chance=chance,
         strategies=strategies,
@@ -198,7 +200,8 @@ def markdown(summary: Summary) -> str:
         f"# {summary.dataset}: {summary.strategies[0].n if summary.strategies else 0} items",
         "",
         f"- command: `{summary.command}`",
-        f"- data: `{summary.data_path}` sha256 `{summary.sha256}`",
+        f"- data: `{summary.data_path}` sha256 `{summary.sha256}`"
+        + (f"; {summary.split}" if summary.split else ""),
         f"- seed {s.seed}; choice scores normalised by {s.norm}; members: {', '.join(s.members)}; "
         f"{summary.created}",
     ]
