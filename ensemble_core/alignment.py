@@ -155,8 +155,7 @@ class Alignment:
                 f"tokenizer {self.tokenizers[member].name_or_path!r} cannot spell the bytes "
                 f"{bytes(missing)!r}: it "
                 "has neither byte-level tokens nor <0xNN> byte fallback for them; fuse it only with members "
-                "that "
-                "share its tokenizer"
+                "that share its tokenizer"
             )
         return [table.byte_ids[b] for b in data]
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from ensemble_core.asyncio_bridge import iterate_sync, run_sync
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
+from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.base import Strategy
-from ensemble_core.strategies.context import RunContext
 from ensemble_core.strategies.registry import build_strategy
 from ensemble_core.types import Delta, MessagesLike, Params, Request, Result, ToolSpec, to_messages
 
@@ -24,12 +24,13 @@ class Ensemble:
     """Several members that answer as one, the way `strategy` decides.
 
     `strategy` is a `Strategy` instance or a registered name (its parameters as keyword arguments):
-    `Ensemble(members, "single", member="smollm2")`. Construction checks that every member the strategy uses
-    has the capabilities it needs.
+    `Ensemble(members, "fallback", members=["qwen05", "smollm2"])`. The two are positional, so a strategy's
+    own `members` parameter can follow them. Construction checks that every member the strategy uses has
+    the capabilities it needs.
     """
 
     def __init__(
-        self, members: Sequence[Member], strategy: Strategy | str = "fallback", **strategy_params: Any
+        self, members: Sequence[Member], strategy: Strategy | str = "fallback", /, **strategy_params: Any
     ):
         if not members:
             raise ConfigError("an ensemble needs at least one member")

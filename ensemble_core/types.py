@@ -123,6 +123,9 @@ class Generation(_Strict):
     logprobs: list[TokenLogprob] | None = None
     usage: Usage = Field(default_factory=Usage)
     latency_s: float = 0.0
+    cpu_s: float | None = Field(
+        default=None, description="CPU seconds the member spent, where it measures them"
+    )
     finish_reason: FinishReason = "stop"
     prompt_format: str | None = None
 
@@ -139,6 +142,8 @@ class ContinuationScore(_Strict):
     sum_logprob: float
     n_tokens: int
     n_chars: int
+    prompt_tokens: int = Field(default=0, description="tokens of the prompt read to score the continuation")
+    cpu_s: float | None = Field(default=None, description="CPU seconds spent, where the member measures them")
 
     @property
     def mean_logprob(self) -> float:
@@ -156,6 +161,9 @@ class MemberCall(_Strict):
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
     latency_s: float = 0.0
+    cpu_s: float | None = Field(
+        default=None, description="CPU seconds the member spent, where it measures them"
+    )
     cost: float = 0.0
     prompt_format: str | None = None
     finish_reason: FinishReason | None = None
@@ -208,8 +216,7 @@ class Request(_Strict):
     prefill: str = Field(
         default="",
         description="text the assistant's answer already begins with; the member continues it and returns "
-        "only "
-        "the new text (span and step fusion use it to continue a partly written answer)",
+        "only the new text (span and step fusion use it to continue a partly written answer)",
     )
 
     @field_validator("messages")

@@ -25,8 +25,7 @@ from langchain_ensemble import EnsembleChatModel, SentenceEmbeddings
 DOCUMENTS = {
     "observatory": (
         "The Larkspur Observatory stands on Mount Orrin. It was founded in 1897 by the astronomer Helen "
-        "Marsh, "
-        "who built its first telescope with money raised by the town's apple growers."
+        "Marsh, who built its first telescope with money raised by the town's apple growers."
     ),
     "festival": (
         "Every October the town of Larkspur holds the Lantern Festival. Children carry paper lanterns shaped "
@@ -34,13 +33,11 @@ DOCUMENTS = {
     ),
     "railway": (
         "The Larkspur narrow-gauge railway opened in 1912. Its steam engine, nicknamed Old Bess, pulled "
-        "apple "
-        "wagons to the harbour until the line closed in 1961."
+        "apple wagons to the harbour until the line closed in 1961."
     ),
     "cheese": (
         "Larkspur blue is a soft cheese made from sheep's milk in the valley below Mount Orrin. It ripens "
-        "for "
-        "eight weeks in limestone caves."
+        "for eight weeks in limestone caves."
     ),
 }
 

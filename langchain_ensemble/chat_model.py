@@ -247,8 +247,7 @@ class EnsembleChatModel(BaseChatModel):
         if unknown:
             raise ConfigError(
                 f"EnsembleChatModel does not take the call argument(s) {', '.join(unknown)}; it takes: "
-                "model, "
-                f"tools, tool_choice, stop, {', '.join(_PARAMS)}"
+                f"model, tools, tool_choice, stop, {', '.join(_PARAMS)}"
             )
         stop = stop if stop is not None else self.stop
         request = Request(

@@ -116,8 +116,7 @@ class LangChainMember(Member):
         if not self.supports_tools:
             raise CapabilityError(
                 f"member {self.name!r} wraps {type(self.model).__name__}, which has no tool calling "
-                "(bind_tools); "
-                "drop the tools or use a tool-capable model"
+                "(bind_tools); drop the tools or use a tool-capable model"
             )
         tools = [t.as_openai() for t in request.tools]
         choice = langchain_tool_choice(request.tool_choice)

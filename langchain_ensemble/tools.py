@@ -42,8 +42,7 @@ def engine_tool_choice(choice: Any, tool_names: Sequence[str]) -> str | None:
     if choice not in tool_names:
         raise ConfigError(
             f"tool_choice={choice!r} names no bound tool; the tools are: "
-            f"{', '.join(tool_names) or '(none)'}; "
-            "or use 'auto', 'none' or 'any'"
+            f"{', '.join(tool_names) or '(none)'}; or use 'auto', 'none' or 'any'"
         )
     return choice
 

@@ -95,8 +95,7 @@ def bench_scoring(members: list[Member], items: int, data_dir: Path | None) -> l
                     value=flat / shared,
                     unit="x",
                     detail=f"{len(data)} items; shared prompt {shared / len(data) * 1000:.0f} ms CPU/item, "
-                    "per-choice "
-                    f"batch {flat / len(data) * 1000:.0f} ms CPU/item; same predictions: {same}",
+                    f"per-choice batch {flat / len(data) * 1000:.0f} ms CPU/item; same predictions: {same}",
                 )
             )
     return figures

@@ -54,10 +54,8 @@ def eval_command(
             "--strategies",
             "-s",
             help="comma-separated specs: single:MEMBER, choice-ensemble\\[weights=packllm-sim], any "
-            "registered "
-            "strategy, with parameters as name\\[key=value,...]; default: each member alone and "
-            "choice-ensemble "
-            "(uniform and packllm-sim)",
+            "registered strategy, with parameters as name\\[key=value,...]; default: each member alone and "
+            "choice-ensemble (uniform and packllm-sim)",
         ),
     ] = None,
     limit: Annotated[

@@ -220,8 +220,7 @@ def markdown(summary: Summary) -> str:
         cost = "— | — | —" if is_oracle else f"{row.calls:.2f} | {row.tokens:.0f} | {row.latency_s:.3f}"
         lines.append(
             f"| {row.strategy}{errors} | {row.protocol} | {_pct(row.accuracy)} | "
-            f"{_pct(row.ci_low)}–{_pct(row.ci_high)}"
-            f" | {row.n} | {cost} |"
+            f"{_pct(row.ci_low)}–{_pct(row.ci_high)} | {row.n} | {cost} |"
         )
     lines += ["", "## Does an ensemble beat the best member?", ""]
     if not summary.comparisons:
@@ -238,8 +237,7 @@ def markdown(summary: Summary) -> str:
             f"- **{c.a}** vs **{c.b}** on {c.n} paired items: {100 * c.gain:+.1f} points, paired bootstrap "
             "95% CI "
             f"[{_pct(c.ci_low)}, {_pct(c.ci_high)}]; McNemar exact p = {c.p_value:.3g} ({c.a_only} items "
-            "only "
-            f"{c.a} got right, {c.b_only} only {c.b}). Beats the best member: {verdict}."
+            f"only {c.a} got right, {c.b_only} only {c.b}). Beats the best member: {verdict}."
         )
     if summary.cascade_curve:
         cheap, strong = summary.cascade_order

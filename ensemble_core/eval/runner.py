@@ -25,7 +25,7 @@ from ensemble_core.eval.metrics import answer_correct, choice_from_text
 from ensemble_core.eval.protocols import Target, default_max_tokens, plan, request_for
 from ensemble_core.eval.specs import CHOICE_ENSEMBLE, StrategySpec
 from ensemble_core.members.base import Member
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.registry import build_strategy
 
 Norm = Literal["chars", "bytes", "none"]

@@ -67,8 +67,7 @@ class Member(ABC):
         if not _NAME.match(name):
             raise ConfigError(
                 f"member name {name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.', starting with "
-                "a "
-                "letter or digit"
+                "a letter or digit"
             )
         self.name = name
         self.price = price or Price()
@@ -104,8 +103,7 @@ class Member(ABC):
             have = ", ".join(sorted(c.value for c in self.capabilities))
             raise CapabilityError(
                 f"member {self.name!r} ({type(self).__name__}) lacks the {capability.value!r} capability "
-                "that "
-                f"{why} needs (it has: {have}); use a member that offers it, e.g. an HFMember"
+                f"that {why} needs (it has: {have}); use a member that offers it, e.g. an HFMember"
             )
 
     # generate -------------------------------------------------------------------------------------------

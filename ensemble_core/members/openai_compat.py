@@ -180,8 +180,7 @@ class OpenAICompatMember(Member):
             raise CapabilityError(
                 f"member {self.name!r} (OpenAICompatMember, {self.base_url}) lacks the 'score' capability "
                 f"that {why} needs: {found}; use a server that returns prompt log-probabilities from "
-                "/v1/completions "
-                "with echo (vLLM, llama.cpp), or a local HFMember"
+                "/v1/completions with echo (vLLM, llama.cpp), or a local HFMember"
             )
         super().require(capability, why)
 
@@ -362,8 +361,7 @@ class OpenAICompatMember(Member):
         except MissingLogprobError as err:
             hint = (
                 "; the server shifts prompt log-probabilities, so only tokens among the top "
-                f"{self.score_top_logprobs} "
-                "can be read: raise score_top_logprobs"
+                f"{self.score_top_logprobs} can be read: raise score_top_logprobs"
                 if alignment is Alignment.SHIFTED
                 else "; give a non-empty prompt"
             )

@@ -124,8 +124,7 @@ def _check_without_top(logprobs: EchoLogprobs, positions: Sequence[int]) -> Alig
     return AlignmentCheck(
         alignment=None,
         reason=f"probe tokens have mean log-probability {mean:.2f}: too low for a correct alignment, and "
-        "without "
-        "top log-probabilities a shifted one cannot be read",
+        "without top log-probabilities a shifted one cannot be read",
     )
 
 

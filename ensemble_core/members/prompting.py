@@ -58,9 +58,7 @@ def tools_system_text(tools: Sequence[ToolSpec]) -> str:
     format)."""
     specs = "\n".join(json.dumps(t.as_openai()["function"], ensure_ascii=False) for t in tools)
     return (
-        "You can call these tools:\n<tools>\n"
-        f"{specs}\n</tools>\n"
-        "To call a tool, answer with nothing but\n"
+        f"You can call these tools:\n<tools>\n{specs}\n</tools>\nTo call a tool, answer with nothing but\n"
         '<tool_call>{"name": "<tool name>", "arguments": {<arguments as JSON>}}</tool_call>'
     )
 

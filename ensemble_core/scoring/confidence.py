@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ensemble_core.errors import CapabilityError, ConfigError, MemberError
 from ensemble_core.members.base import Capability, Member
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.answers import NormaliserName, answer_key, answer_text, resolve_normaliser
 from ensemble_core.scoring.judges import self_verification
-from ensemble_core.strategies.candidates import sampled_requests
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.scoring.sampling import sampled_requests
 from ensemble_core.types import Generation, Request
 
 

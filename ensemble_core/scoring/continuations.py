@@ -14,7 +14,7 @@ from typing import Any
 
 from ensemble_core.errors import MemberError
 from ensemble_core.members.base import Member
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.run_context import RunContext
 from ensemble_core.types import Request
 
 

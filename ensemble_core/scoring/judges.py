@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ensemble_core.members.base import Member
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.run_context import RunContext
 from ensemble_core.types import Generation, Message, Request
 
 VERIFY_QUESTION = "Is your previous answer correct? Reply with Yes or No."

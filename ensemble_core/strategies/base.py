@@ -1,18 +1,23 @@
 """The `Strategy` base class. A strategy is a pydantic model whose fields are its parameters (mergekit-style):
-validation, config files, CLI help and docs all come from the one declaration."""
+validation, config files, CLI help and docs all come from the one declaration.
+
+Every strategy names the members it uses in one field, `members` (the members in its main role: candidates,
+proposers, the escalation order, the one that answers); members in another role are named by the role
+(`judge`, `fuser`, `verifier`, `default`). `members_used()` is the one answer to "whom may it call"."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Capability, Member
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.run_context import RunContext
 from ensemble_core.types import Delta, Request, Result, tool_calls_to_chunks
 
 
@@ -25,10 +30,54 @@ class Strategy(BaseModel, ABC):
     summary: ClassVar[str]
     paper: ClassVar[str | None] = None
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.GENERATE})
+    members_doc: ClassVar[str] = "names of the members this strategy uses, in order; default: all"
+    legacy_members_name: ClassVar[str | None] = None
+    """An earlier name of `members` for this strategy (e.g. "order"), still accepted in configs and code."""
+
+    members: list[str] | None = Field(default=None, description=members_doc)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Each strategy says in its own words what `members` means for it (docs, CLI help, schema)."""
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.__pydantic_fields__["members"]
+        if field.description != cls.members_doc:
+            field = copy.copy(field)
+            field.description = cls.members_doc
+            cls.__pydantic_fields__["members"] = field
+            cls.model_rebuild(force=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_legacy_members_name(cls, data: Any) -> Any:
+        old = cls.legacy_members_name
+        if not (old and isinstance(data, dict) and old in data):
+            return data
+        if "members" in data:
+            raise ValueError(f"give members or its earlier name {old!r}, not both")
+        data = dict(data)
+        value = data.pop(old)
+        data["members"] = [value] if isinstance(value, str) else value
+        return data
+
+    def participants(self, members: Sequence[Member]) -> list[Member]:
+        """The members in the strategy's main role, in order: those `members` names, else the default."""
+        if self.members is None:
+            return self.default_participants(members)
+        return [resolve_member(members, name, f"{self.name}.members") for name in self.members]
+
+    def default_participants(self, members: Sequence[Member]) -> list[Member]:
+        """The main role's members when `members` is not given: all, as listed."""
+        return list(members)
+
+    def role_members(self, members: Sequence[Member]) -> list[Member]:
+        """Members named by another role (a judge, a fuser, a default): none unless a strategy has roles."""
+        return []
 
     def members_used(self, members: Sequence[Member]) -> list[Member]:
-        """The members this strategy may call (default: all); only these are checked and loaded."""
-        return list(members)
+        """Every member this strategy may call: its participants, then its role members; only these are
+        checked and loaded."""
+        return list(dict.fromkeys([*self.participants(members), *self.role_members(members)]))
 
     def check(self, members: Mapping[str, Member]) -> None:
         """Raise a `ConfigError` naming the member and the missing capability or unknown name."""

@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field, SerializeAsAny, field_validator
 from ensemble_core.asyncio_bridge import run_sync
 from ensemble_core.errors import AllMembersFailedError, ConfigError, EnsembleError, MemberError
 from ensemble_core.members.base import Member, generation_to_deltas
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.confidence import ConfidenceScorer, MeanLogprob, to_scorer
 from ensemble_core.strategies.base import Strategy
-from ensemble_core.strategies.candidates import named_members
 from ensemble_core.strategies.cascade_calibration import (
     CascadePoint,
     CascadeRecord,
@@ -24,7 +24,7 @@ from ensemble_core.strategies.cascade_calibration import (
     choose_point,
     frontier,
 )
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.strategies.streaming import FailedBeforeFirstToken, stream_or_fail_early
 from ensemble_core.types import Delta, Generation, Request, Result
 
 
@@ -50,17 +50,16 @@ class Cascade(Strategy):
         "FrugalGPT (Chen et al., 2023); AutoMix: Automatically Mixing Language Models (Madaan et al., 2023)"
     )
 
-    order: list[str] | None = Field(
-        default=None,
-        description="member names, cheapest first; default: all members sorted by price per token (stable, "
-        "so "
-        "local models keep their listed order)",
+    members_doc: ClassVar[str] = (
+        "member names, cheapest first (or `order`); default: all members sorted by price per token (stable, "
+        "so local models keep their listed order)"
     )
+    legacy_members_name: ClassVar[str | None] = "order"
+
     scorer: SerializeAsAny[ConfidenceScorer] = Field(
         default_factory=MeanLogprob,
         description="confidence scorer: 'mean-logprob', 'self-verify', 'agreement' (or {kind: ..., params}), "
-        "or "
-        "a ConfidenceScorer instance",
+        "or a ConfidenceScorer instance",
     )
     thresholds: list[float] | None = Field(
         default=None,
@@ -74,22 +73,19 @@ class Cascade(Strategy):
     def _scorer(cls, value: Any) -> Any:
         return to_scorer(value)
 
-    def members_used(self, members: Sequence[Member]) -> list[Member]:
-        if self.order is not None:
-            return named_members(members, self.order, "cascade.order")
+    def default_participants(self, members: Sequence[Member]) -> list[Member]:
         return sorted(members, key=lambda m: m.price.input_per_token + m.price.output_per_token)
 
     def check(self, members: Mapping[str, Member]) -> None:
         super().check(members)
-        order = self.members_used(list(members.values()))
+        order = self.participants(list(members.values()))
         for member in order[:-1]:
             for capability in sorted(self.scorer.requires, key=lambda c: c.value):
                 member.require(capability, f"the cascade's {self.scorer.kind!r} scorer")
         if self.thresholds is not None and len(self.thresholds) != len(order) - 1:
             raise ConfigError(
                 f"cascade.thresholds: {len(self.thresholds)} given for {len(order)} members; give one per "
-                "step "
-                f"except the last ({len(order) - 1}), in the order {[m.name for m in order]}"
+                f"step except the last ({len(order) - 1}), in the order {[m.name for m in order]}"
             )
 
     def step_thresholds(self, n_members: int) -> list[float]:
@@ -127,15 +123,11 @@ class Cascade(Strategy):
             yield ctx.final_delta(walk.accepted.member, reason=walk.reason(), steps=walk.dump())
             return
         last = walk.order[-1]
-        started = False
         try:
-            async for delta in ctx.stream(last, request, role="final", require_answer=True):
-                started = True
+            async for delta in stream_or_fail_early(ctx, last, request, "final", require_answer=True):
                 yield delta
-        except MemberError as err:
-            if started:
-                raise
-            walk.failed(last, err)
+        except FailedBeforeFirstToken as failed:
+            walk.failed(last, failed.error)
             fallback = walk.fallback()
             for delta in _body(fallback):
                 yield delta
@@ -148,7 +140,7 @@ class Cascade(Strategy):
 
     async def _escalate(self, ctx: RunContext, request: Request) -> _Walk:
         """Every step but the last: generate, score, accept or escalate."""
-        order = self.members_used(list(ctx.members.values()))
+        order = self.participants(list(ctx.members.values()))
         walk = _Walk(order)
         for member, threshold in zip(order[:-1], self.step_thresholds(len(order)), strict=True):
             try:
@@ -166,7 +158,7 @@ class Cascade(Strategy):
                 )
                 walk.rejected.append((generation, -math.inf))
                 continue
-            _mark_score(ctx, member.name, score)
+            ctx.annotate(generation, score=score)
             if score >= threshold:
                 walk.steps.append(
                     CascadeStep(
@@ -198,7 +190,7 @@ class Cascade(Strategy):
     ) -> CascadeRecord:
         """One dev-set record: every member in cascade order answers `request` (concurrently) and is scored
         (all but the last); `quality(answer)` grades it. Costs include the scorer's calls."""
-        order = self.members_used(members)
+        order = self.participants(members)
 
         async def outcome(member: Member, scored: bool) -> MemberOutcome:
             ctx = RunContext({m.name: m for m in members}, self.name)
@@ -247,8 +239,8 @@ class Cascade(Strategy):
         return self.model_copy(update={"thresholds": point.thresholds})
 
     def _record_order(self, records: Sequence[CascadeRecord]) -> list[str]:
-        if self.order is not None:
-            return list(self.order)
+        if self.members is not None:
+            return list(self.members)
         if not records:
             raise ConfigError("calibration needs at least one record")
         return list(records[0].outcomes)
@@ -290,14 +282,6 @@ class _Walk:
 
     def dump(self) -> list[dict[str, Any]]:
         return [s.model_dump() for s in self.steps]
-
-
-def _mark_score(ctx: RunContext, member: str, score: float) -> None:
-    """Write the confidence score onto the member's answering call in the trace."""
-    for call in reversed(ctx.trace.calls):
-        if call.member == member and call.role == "attempt" and call.ok:
-            call.score = score
-            return
 
 
 def _body(generation: Generation) -> list[Delta]:

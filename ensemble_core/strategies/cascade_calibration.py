@@ -119,8 +119,7 @@ def choose_point(
         if not reaching:
             raise ConfigError(
                 f"no thresholds reach quality {target_quality} on these records; the best is "
-                f"{curve[-1].quality:.4g} "
-                f"(at cost {curve[-1].cost:.4g}): lower the target"
+                f"{curve[-1].quality:.4g} (at cost {curve[-1].cost:.4g}): lower the target"
             )
         return reaching[0]
     assert budget is not None  # exactly one of the two is given (checked above)

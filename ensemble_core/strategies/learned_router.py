@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
+from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.base import resolve_member
-from ensemble_core.strategies.context import RunContext
 from ensemble_core.strategies.routing import EmbeddingRouter, RoutingDecision
 from ensemble_core.types import Message, MessagesLike, Request, to_messages
 
@@ -81,6 +81,7 @@ class LearnedRouter(EmbeddingRouter):
     summary: ClassVar[str] = (
         "predicts each member's quality from logged records; the cheapest good-enough answers"
     )
+    members_doc: ClassVar[str] = "names of the members it may route to; default: the members it was fitted on"
     paper: ClassVar[str | None] = (
         "Ong et al. 2024, RouteLLM: Learning to Route LLMs with Preference Data (arXiv:2406.18665)"
     )
@@ -154,8 +155,7 @@ class LearnedRouter(EmbeddingRouter):
         if queries.shape[1] != embeddings.shape[1]:
             raise ConfigError(
                 f"learned-router was fitted on {embeddings.shape[1]}-dimensional embeddings but the "
-                "embedding "
-                f"function gives {queries.shape[1]}: pass the embedding function it was fitted with"
+                f"embedding function gives {queries.shape[1]}: pass the embedding function it was fitted with"
             )
         similarity = queries @ embeddings.T
         k = min(self.k, similarity.shape[1])
@@ -198,7 +198,7 @@ class LearnedRouter(EmbeddingRouter):
             details={"threshold": self.threshold, "costs": self.costs},
         )
 
-    def members_used(self, members: Sequence[Member]) -> list[Member]:
+    def default_participants(self, members: Sequence[Member]) -> list[Member]:
         self._fitted()
         return [resolve_member(members, name, "learned-router (fitted members)") for name in self._members]
 
@@ -246,8 +246,7 @@ class LearnedRouter(EmbeddingRouter):
             lowest = min(getattr(p, field) for p in points)
             raise ConfigError(
                 f"learned-router cannot reach {metric} <= {target} on these records (the lowest is "
-                f"{lowest:.4g}, "
-                "always routing to the cheapest): raise the target"
+                f"{lowest:.4g}, always routing to the cheapest): raise the target"
             )
         point = min(feasible, key=lambda p: p.threshold)
         self.threshold = point.threshold
@@ -287,8 +286,7 @@ class LearnedRouter(EmbeddingRouter):
         if meta.get("format_version") != FORMAT_VERSION:
             raise ConfigError(
                 f"learned-router: {meta_path} has format_version {meta.get('format_version')!r}; this "
-                "version "
-                f"reads {FORMAT_VERSION}: fit and save the router again"
+                f"version reads {FORMAT_VERSION}: fit and save the router again"
             )
         for name, value in meta["params"].items():
             if name in _SAVED_PARAMS and name not in self.model_fields_set:

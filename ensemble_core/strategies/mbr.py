@@ -8,10 +8,10 @@ import numpy as np
 from pydantic import Field
 
 from ensemble_core.asyncio_bridge import to_thread
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.answers import answer_text
 from ensemble_core.scoring.similarity import SIMILARITIES, SimilarityFn
 from ensemble_core.strategies.candidates import CandidateStrategy
-from ensemble_core.strategies.context import RunContext
 from ensemble_core.types import Request, Result
 
 

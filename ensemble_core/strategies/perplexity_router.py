@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -18,8 +17,7 @@ from pydantic import Field
 from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import MemberError
 from ensemble_core.members.base import Capability, Member
-from ensemble_core.strategies.base import resolve_member
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.routing import Router, RoutingDecision
 from ensemble_core.types import Request
 
@@ -36,20 +34,15 @@ class PerplexityRouter(Router):
     )
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.GENERATE, Capability.SCORE})
 
-    candidates: list[str] | None = Field(
-        default=None, description="names of the members to choose among; default: all"
-    )
+    members_doc: ClassVar[str] = "names of the members to choose from (or `candidates`); default: all"
+    legacy_members_name: ClassVar[str | None] = "candidates"
+
     per: Literal["char", "token"] = Field(
         default="char", description="perplexity per character (comparable across tokenizers) or per token"
     )
 
-    def members_used(self, members: Sequence[Member]) -> list[Member]:
-        if self.candidates is None:
-            return list(members)
-        return [resolve_member(members, name, "perplexity-router.candidates") for name in self.candidates]
-
     async def aroute(self, ctx: RunContext, request: Request) -> RoutingDecision:
-        candidates = self.members_used(list(ctx.members.values()))
+        candidates = self.participants(list(ctx.members.values()))
         found = await asyncio.gather(*(_perplexity(ctx, member, request, self.per) for member in candidates))
         scores = {m.name: ppl for m, ppl in zip(candidates, found, strict=True) if ppl is not None}
         unscored = [m.name for m, ppl in zip(candidates, found, strict=True) if ppl is None]

@@ -14,11 +14,11 @@ from pydantic import Field
 from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.errors import ConfigError, MemberError
 from ensemble_core.members.base import Capability, Member, generation_to_deltas
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.answers import answer_text
 from ensemble_core.scoring.judges import boundary, pairwise_preferences, quote, render_conversation
 from ensemble_core.strategies.base import Strategy, resolve_member
-from ensemble_core.strategies.candidates import gather_candidates, named_members
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.strategies.streaming import FailedBeforeFirstToken, stream_or_fail_early
 from ensemble_core.types import Delta, Generation, Message, Request, Result
 
 PairwiseRanker = Callable[[str, str, Request], Any]
@@ -47,14 +47,15 @@ class RankAndFuse(Strategy):
         "al., 2023)"
     )
 
-    candidates: list[str] | None = Field(
-        default=None, description="names of the members whose answers are the candidates; default: all"
+    members_doc: ClassVar[str] = (
+        "names of the members whose answers are the candidates (or `candidates`); default: all"
     )
+    legacy_members_name: ClassVar[str | None] = "candidates"
+
     judge: str | None = Field(
         default=None,
         description="name of the member that judges pairs (needs the score capability); default: the first "
-        "member "
-        "that can score, unless a ranker is given",
+        "member that can score, unless a ranker is given",
     )
     ranker: PairwiseRanker | None = Field(
         default=None,
@@ -71,34 +72,27 @@ class RankAndFuse(Strategy):
     )
     top_k: int = Field(default=3, ge=1, le=16, description="how many of the best candidates the fuser reads")
 
-    def _candidate_members(self, members: Sequence[Member]) -> list[Member]:
-        return named_members(members, self.candidates, "rank-and-fuse.candidates")
-
     def _judge(self, members: Sequence[Member]) -> Member | None:
         if self.ranker is not None:
             return None
         if self.judge is not None:
             return resolve_member(members, self.judge, "rank-and-fuse.judge")
-        scorers = [m for m in self._candidate_members(members) if m.has(Capability.SCORE)]
+        scorers = [m for m in self.participants(members) if m.has(Capability.SCORE)]
         if not scorers:
             raise ConfigError(
                 "rank-and-fuse needs a judge: no member can score; name a member with the score capability "
-                "in "
-                "judge=, or pass ranker=(a, b, request) -> P(a better)"
+                "in judge=, or pass ranker=(a, b, request) -> P(a better)"
             )
         return scorers[0]
 
-    def members_used(self, members: Sequence[Member]) -> list[Member]:
-        used = self._candidate_members(members)
+    def role_members(self, members: Sequence[Member]) -> list[Member]:
+        fuser = [resolve_member(members, self.fuser, "rank-and-fuse.fuser")] if self.fuser is not None else []
         judge = self._judge(members)
-        if self.fuser is not None:
-            used.append(resolve_member(members, self.fuser, "rank-and-fuse.fuser"))
-        used += [judge] if judge is not None else []
-        return list(dict.fromkeys(used))
+        return [*fuser, *([judge] if judge is not None else [])]
 
     def check(self, members: Mapping[str, Member]) -> None:
         listed = list(members.values())
-        for member in self._candidate_members(listed):
+        for member in self.participants(listed):
             member.require(Capability.GENERATE, "rank-and-fuse (a candidate)")
         if self.fuser is not None:
             resolve_member(listed, self.fuser, "rank-and-fuse.fuser").require(
@@ -133,17 +127,12 @@ class RankAndFuse(Strategy):
         best = ranked[0]
         to_fuse = self._to_fuse(ranked)
         if to_fuse and self.fuser is not None:
-            started = False
             try:
-                async for delta in ctx.stream(
-                    ctx.member(self.fuser), fusion_request(request, to_fuse), role="fuser"
-                ):
-                    started = True
+                fusing = fusion_request(request, to_fuse)
+                async for delta in stream_or_fail_early(ctx, ctx.member(self.fuser), fusing, "fuser"):
                     yield delta
-            except MemberError as err:
-                if started:
-                    raise
-                details["fuser_error"] = str(err)
+            except FailedBeforeFirstToken as failed:
+                details["fuser_error"] = str(failed.error)
             else:
                 yield ctx.final_delta(
                     self.fuser,
@@ -169,7 +158,7 @@ class RankAndFuse(Strategy):
         """Candidates, best first, and the trace details (scores, comparisons). A failing judge leaves the
         candidates in member order and says so."""
         members = list(ctx.members.values())
-        candidates = await gather_candidates(ctx, self._candidate_members(members), [request])
+        candidates, _ = await ctx.generate_all(self.participants(members), [request], role="candidate")
         details: dict[str, Any] = {"candidates": _names(candidates), "aggregation": self.aggregation}
         if len(candidates) == 1:
             return candidates, details

@@ -13,10 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ensemble_core.errors import AllMembersFailedError, MemberError
 from ensemble_core.members.base import Member
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.conversation import embed_conversations
 from ensemble_core.scoring.embeddings import EmbedFn, default_embed
 from ensemble_core.strategies.base import Strategy
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.strategies.streaming import FailedBeforeFirstToken, stream_or_fail_early
 from ensemble_core.types import Delta, Message, Request, Result
 
 
@@ -64,15 +65,11 @@ class Router(Strategy):
         decision = await self.aroute(ctx, request)
         errors: dict[str, BaseException] = {}
         for member in self._order(ctx, decision):
-            started = False
             try:
-                async for delta in ctx.stream(member, request, role="answer", require_answer=True):
-                    started = True
+                async for delta in stream_or_fail_early(ctx, member, request, "answer", require_answer=True):
                     yield delta
-            except MemberError as err:
-                if started:
-                    raise
-                errors[member.name] = err.__cause__ or err
+            except FailedBeforeFirstToken as failed:
+                errors[member.name] = failed.error.__cause__ or failed.error
                 continue
             yield ctx.final_delta(
                 member.name, _reason(decision, member, errors), **_details(decision, errors)

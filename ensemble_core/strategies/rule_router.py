@@ -10,9 +10,9 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ensemble_core.members.base import Member
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.conversation import last_query, query_turns
 from ensemble_core.strategies.base import resolve_member
-from ensemble_core.strategies.context import RunContext
 from ensemble_core.strategies.routing import Router, RoutingDecision
 from ensemble_core.types import Request
 
@@ -56,8 +56,7 @@ class Rule(BaseModel):
         if all(c is None or c == [] for c in conditions):
             raise ValueError(
                 f"the rule for {self.member!r} has no condition: set keywords, pattern, min_chars, max_chars "
-                "or "
-                "has_tools (use the router's `default` for a catch-all)"
+                "or has_tools (use the router's `default` for a catch-all)"
             )
         if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
             raise ValueError(
@@ -102,18 +101,16 @@ class RuleRouter(Router):
 
     name: ClassVar[str] = "rule-router"
     summary: ClassVar[str] = "ordered rules (keywords, regex, length, tools) choose the member that answers"
+    members_doc: ClassVar[str] = "names of the members it may route to; default: those the rules name (and `default`)"
 
     rules: list[Rule] = Field(default_factory=list, description="rules tried in order; the first match wins")
     default: str = Field(description="member that answers when no rule matches")
 
-    def members_used(self, members: Sequence[Member]) -> list[Member]:
-        names = dict.fromkeys([*(r.member for r in self.rules), self.default])
-        return [
-            resolve_member(
-                members, name, "rule-router.default" if name == self.default else "rule-router.rules"
-            )
-            for name in names
-        ]
+    def default_participants(self, members: Sequence[Member]) -> list[Member]:
+        return [resolve_member(members, rule.member, "rule-router.rules") for rule in self.rules]
+
+    def role_members(self, members: Sequence[Member]) -> list[Member]:
+        return [resolve_member(members, self.default, "rule-router.default")]
 
     async def aroute(self, ctx: RunContext, request: Request) -> RoutingDecision:
         matches = [

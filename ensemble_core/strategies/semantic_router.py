@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from ensemble_core.asyncio_bridge import to_thread
 from ensemble_core.members.base import Member
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.embeddings import normalise
 from ensemble_core.strategies.base import resolve_member
-from ensemble_core.strategies.context import RunContext
 from ensemble_core.strategies.routing import EmbeddingRouter, RoutingDecision
 from ensemble_core.types import Request
 
@@ -47,6 +47,7 @@ class SemanticRouter(EmbeddingRouter):
 
     name: ClassVar[str] = "semantic-router"
     summary: ClassVar[str] = "the member whose description or examples are most similar to the conversation"
+    members_doc: ClassVar[str] = "names of the members it may route to; default: those the routes name (and `default`)"
 
     routes: list[SemanticRoute] = Field(min_length=1, description="what each member is for")
     default: str | None = Field(
@@ -68,9 +69,11 @@ class SemanticRouter(EmbeddingRouter):
             )
         return self
 
-    def members_used(self, members: Sequence[Member]) -> list[Member]:
-        names = dict.fromkeys([*(r.member for r in self.routes), *([self.default] if self.default else [])])
-        return [resolve_member(members, name, "semantic-router.routes") for name in names]
+    def default_participants(self, members: Sequence[Member]) -> list[Member]:
+        return [resolve_member(members, route.member, "semantic-router.routes") for route in self.routes]
+
+    def role_members(self, members: Sequence[Member]) -> list[Member]:
+        return [resolve_member(members, self.default, "semantic-router.default")] if self.default else []
 
     def route_vectors(self) -> np.ndarray:
         """Unit embeddings of every route text, in route order; computed once and cached."""

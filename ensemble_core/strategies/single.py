@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import field_validator
 
 from ensemble_core.errors import EnsembleError, MemberError
-from ensemble_core.members.base import Member
-from ensemble_core.strategies.base import Strategy, resolve_member
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.run_context import RunContext
+from ensemble_core.strategies.base import Strategy
 from ensemble_core.types import Delta, Request, Result
 
 
 class Single(Strategy):
-    """Ask one member, by name."""
+    """Ask one member, by name: `Single(members=["smollm2"])`, or `member="smollm2"` (its earlier name)."""
 
     name: ClassVar[str] = "single"
     summary: ClassVar[str] = "one named member answers (the baseline)"
+    members_doc: ClassVar[str] = "the one member that answers, as a one-name list (or `member: NAME`)"
+    legacy_members_name: ClassVar[str | None] = "member"
 
-    member: str = Field(description="name of the member that answers")
+    members: list[str]  # required here: there is no default member
 
-    def members_used(self, members: Sequence[Member]) -> list[Member]:
-        return [resolve_member(members, self.member, "single.member")]
+    @field_validator("members")
+    @classmethod
+    def _exactly_one(cls, members: list[str]) -> list[str]:
+        if len(members) != 1:
+            raise ValueError(
+                "single takes exactly one member name, e.g. members=['smollm2'] or member='smollm2'"
+            )
+        return members
+
+    @property
+    def member(self) -> str:
+        """The name of the member that answers."""
+        return self.members[0]
 
     async def arun(self, ctx: RunContext, request: Request) -> Result:
         try:

@@ -21,9 +21,9 @@ from pydantic import Field, model_validator
 from ensemble_core.errors import AllMembersFailedError, MemberError
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.members.text_stream import TextAssembler
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.continuations import score_candidates
 from ensemble_core.strategies.base import Strategy, resolve_member
-from ensemble_core.strategies.context import RunContext
 from ensemble_core.types import (
     Delta,
     FinishReason,
@@ -90,18 +90,9 @@ class ProposalFusion(Strategy):
 
     piece: ClassVar[str] = "piece"
 
-    members: list[str] | None = Field(
-        default=None, description="names of the members that take part; default: all"
+    members_doc: ClassVar[str] = (
+        "names of the members that propose (and, scoring by perplexity, score) pieces; default: all"
     )
-
-    def members_used(self, members: Sequence[Member]) -> list[Member]:
-        return self.proposers(members)
-
-    def proposers(self, members: Sequence[Member]) -> list[Member]:
-        """The members that propose pieces (and, for perplexity scoring, score them)."""
-        if self.members is None:
-            return list(members)
-        return [resolve_member(members, name, f"{self.name}.members") for name in self.members]
 
     # what a subclass decides --------------------------------------------------------------------------------
     @property
@@ -173,7 +164,7 @@ class ProposalFusion(Strategy):
     ) -> AsyncIterator[tuple[str, str]]:
         """Run the rounds, yielding (text, member) as each piece is accepted; fills in `answer`."""
         request = self.prepare(request)
-        members = self.proposers(list(ctx.members.values()))
+        members = self.participants(list(ctx.members.values()))
         assembler = TextAssembler(lambda ids: "".join(answer.pieces[i] for i in ids), request.params.stop)
         answer.finish_reason = "length"
         while self.max_rounds is None or len(answer.rounds) < self.max_rounds:
@@ -337,7 +328,7 @@ class SpanFusion(ProposalFusion):
     async def choose(
         self, ctx: RunContext, request: Request, prefix: str, pieces: Sequence[str], candidates: Sequence[str]
     ) -> Choice:
-        scorers = self.proposers(list(ctx.members.values()))
+        scorers = self.participants(list(ctx.members.values()))
         scores = await score_candidates(
             ctx, scorers, request, prefix, candidates, self.weights, role="score span"
         )

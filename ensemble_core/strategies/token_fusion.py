@@ -22,10 +22,10 @@ from ensemble_core.fused_decoding import FusedDecoding, RowOutcome, member_align
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.members.tool_parsing import parse_tool_calls
 from ensemble_core.mixing import Mixer, Mixing
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.packllm import FusedPromptPerplexity, opt_weights, sim_weights
 from ensemble_core.scoring.perplexity import prompt_perplexities
-from ensemble_core.strategies.base import Strategy, resolve_member
-from ensemble_core.strategies.context import RunContext
+from ensemble_core.strategies.base import Strategy
 from ensemble_core.types import Delta, Generation, MemberCall, Request, Result, Usage, tool_calls_to_chunks
 
 WeightMethod = Literal["uniform", "packllm-sim", "packllm-opt"]
@@ -45,6 +45,7 @@ class TokenFusion(Strategy):
         "Classification for Ensembling (GaC)"
     )
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.STEP})
+    members_doc: ClassVar[str] = "names of the members to fuse; default: all"
 
     weights: WeightMethod | dict[str, float] = Field(
         default="uniform",
@@ -65,7 +66,6 @@ class TokenFusion(Strategy):
     opt_grid: int = Field(
         default=11, ge=2, description="packllm-opt: grid points for each member's share in [0, 1]"
     )
-    members: list[str] | None = Field(default=None, description="names of the members to fuse; default: all")
     batch_size: int = Field(default=8, ge=1, description="requests decoded together as rows of one batch")
     trace_tokens: bool = Field(
         default=False, description="record every chosen token and which members agreed with it in the trace"
@@ -81,11 +81,6 @@ class TokenFusion(Strategy):
                 raise ValueError("fixed weights must not all be 0")
         return weights
 
-    def members_used(self, members: Sequence[Member]) -> list[Member]:
-        if self.members is None:
-            return list(members)
-        return [resolve_member(members, name, "token-fusion.members") for name in self.members]
-
     def check(self, members: Mapping[str, Member]) -> None:
         super().check(members)
         for member in self.members_used(list(members.values())):
@@ -96,8 +91,7 @@ class TokenFusion(Strategy):
             if unknown:
                 raise ConfigError(
                     f"token-fusion.weights: no fused member is named {', '.join(map(repr, unknown))}; the "
-                    "fused "
-                    f"members are: {', '.join(used)}"
+                    f"fused members are: {', '.join(used)}"
                 )
 
     # running

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.answers import Normaliser, NormaliserName, answer_key, resolve_normaliser
 from ensemble_core.strategies.candidates import CandidateStrategy
-from ensemble_core.strategies.context import RunContext
 from ensemble_core.types import Generation, Request, Result
 
 
@@ -30,8 +30,7 @@ class Vote(CandidateStrategy):
         description=(
             "how answers are compared: 'text' (lower case, no punctuation), 'number' ('#### 42' or the last "
             "number), 'choice' (a multiple-choice letter), 'auto' ('#### n', a bare letter or number, else "
-            "text), "
-            "or a function str -> str"
+            "text), or a function str -> str"
         ),
     )
 

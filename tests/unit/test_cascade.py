@@ -84,7 +84,7 @@ def test_self_verify_needs_the_score_capability():
 
 
 def test_scorer_is_configured_by_kind_and_round_trips():
-    cascade = build_strategy("cascade", {"scorer": {"kind": "agreement", "samples": 3}, "order": ["a", "b"]})
+    cascade = build_strategy("cascade", {"scorer": {"kind": "agreement", "samples": 3}, "members": ["a", "b"]})
     assert isinstance(cascade.scorer, Agreement) and cascade.scorer.samples == 3
     assert Cascade.model_validate(cascade.model_dump()).scorer == cascade.scorer
     with pytest.raises(ConfigError, match="unknown scorer kind"):
@@ -239,7 +239,7 @@ def dev_set(priced: bool = True) -> list[CascadeRecord]:
 
 
 def test_calibrate_for_a_target_quality_finds_the_cheapest_thresholds():
-    cascade = Cascade(order=["cheap", "expensive"]).calibrate(dev_set(), target_quality=1.0)
+    cascade = Cascade(members=["cheap", "expensive"]).calibrate(dev_set(), target_quality=1.0)
     assert cascade.thresholds is not None and 0.55 < cascade.thresholds[0] <= 0.6
     point = next(p for p in cascade.curve(dev_set()) if p.thresholds == cascade.thresholds)
     assert point.quality == 1.0 and point.answered_by["cheap"] == pytest.approx(0.4)
@@ -247,7 +247,7 @@ def test_calibrate_for_a_target_quality_finds_the_cheapest_thresholds():
 
 
 def test_calibrate_for_a_budget_in_money_or_time():
-    cascade = Cascade(order=["cheap", "expensive"])
+    cascade = Cascade(members=["cheap", "expensive"])
     cheap_only = cascade.calibrate(dev_set(), budget=1.0)
     assert cheap_only.thresholds[0] <= 0.0  # within budget only the cheap member answers
     by_time = cascade.calibrate(dev_set(), budget=0.1 + 0.6 * 2.0, cost="latency")
@@ -255,20 +255,20 @@ def test_calibrate_for_a_budget_in_money_or_time():
 
 
 def test_without_prices_the_cost_is_latency():
-    curve = Cascade(order=["cheap", "expensive"]).curve(dev_set(priced=False))
+    curve = Cascade(members=["cheap", "expensive"]).curve(dev_set(priced=False))
     assert curve[-1].quality == 1.0
     assert curve[-1].cost == pytest.approx(0.1 + 0.6 * 2.0)  # seconds: cheap always, expensive for 60%
 
 
 def test_curve_trades_cost_for_quality():
-    curve = Cascade(order=["cheap", "expensive"]).curve(dev_set())
+    curve = Cascade(members=["cheap", "expensive"]).curve(dev_set())
     assert [p.cost for p in curve] == sorted(p.cost for p in curve)
     assert [p.quality for p in curve] == sorted(p.quality for p in curve)
     assert curve[0].quality == pytest.approx(0.4) and curve[-1].quality == 1.0
 
 
 def test_impossible_targets_say_what_is_reachable():
-    cascade = Cascade(order=["cheap", "expensive"])
+    cascade = Cascade(members=["cheap", "expensive"])
     with pytest.raises(ConfigError, match="raise the budget"):
         cascade.calibrate(dev_set(), budget=0.5)
     with pytest.raises(ConfigError, match="exactly one"):

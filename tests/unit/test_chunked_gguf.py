@@ -24,8 +24,7 @@ def parts(tmp_path, monkeypatch):
         (package / "data").mkdir(parents=True)
         (package / "data" / f"part{i:02d}.bin").write_bytes(data)
         (package / "__init__.py").write_text(
-            "import os\n"
-            "def get_part_path():\n"
+            "import os\ndef get_part_path():\n"
             f"    return os.path.join(os.path.dirname(__file__), 'data', 'part{i:02d}.bin')\n"
         )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))

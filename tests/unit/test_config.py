@@ -28,7 +28,7 @@ strategy: {{name: fallback, params: {{order: [big, local]}}}}
         isinstance(ens.members["big"].price, Price) and ens.members["big"].price.output_per_token == 0.000002
     )
     assert ens.members["local"].price.input_per_token == 0.5
-    assert ens.strategy.order == ["big", "local"]
+    assert ens.strategy.members == ["big", "local"]
     assert "sk-secret-value" not in repr(ens.members["big"]) + repr(load_config(path))
 
 

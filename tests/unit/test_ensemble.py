@@ -64,7 +64,7 @@ def test_fallback_skips_failing_members_and_says_so():
 
 def test_fallback_order_is_respected():
     ens = Ensemble(
-        [ScriptedMember("a", ["from a"]), ScriptedMember("b", ["from b"])], "fallback", order=["b", "a"]
+        [ScriptedMember("a", ["from a"]), ScriptedMember("b", ["from b"])], "fallback", members=["b", "a"]
     )
     assert ens.run("q").text == "from b"
 
@@ -140,7 +140,7 @@ def test_run_works_inside_a_running_event_loop():
 
 
 def test_strategy_params_are_validated_with_the_field_name():
-    with pytest.raises(ConfigError, match="strategy 'single': member: Field required"):
+    with pytest.raises(ConfigError, match="strategy 'single': members: Field required"):
         Ensemble([ScriptedMember("a", ["x"])], "single")
     with pytest.raises(ConfigError, match="colour: unknown field"):
         Ensemble([ScriptedMember("a", ["x"])], "fallback", colour="red")

@@ -71,7 +71,7 @@ def _embed(texts):
 
 STRATEGIES = {
     "fallback": {},
-    "cascade": {"order": ["faulty", "good1", "good2"], "scorer": "self-verify"},
+    "cascade": {"members": ["faulty", "good1", "good2"], "scorer": "self-verify"},
     "rank-and-fuse": {"judge": "good1"},
     "vote": {},
     "mbr": {"similarity": "lexical"},

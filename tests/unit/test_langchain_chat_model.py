@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 from ensemble_core import Ensemble
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.scripted import ScriptedMember
+from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.base import Strategy
-from ensemble_core.strategies.context import RunContext
 from ensemble_core.types import Request, Result, ToolCall
 from langchain_ensemble import EnsembleChatModel
 

@@ -382,7 +382,7 @@ def test_perplexity_router_can_be_limited_to_some_members():
     ens = Ensemble(
         [FixedScorer("a", -2.0), FixedScorer("b", -0.5), *members("plain")],
         "perplexity-router",
-        candidates=["a"],
+        members=["a"],
     )
     assert ens.run("hi").text == "a answers"
 

@@ -191,7 +191,7 @@ def test_mbr_drops_failures_and_returns_a_lone_answer():
 
 
 def test_mbr_and_vote_are_configured_by_name():
-    ens = Ensemble(scripted(a="1", b="1"), "mbr", similarity="lexical", candidates=["a"])
+    ens = Ensemble(scripted(a="1", b="1"), "mbr", similarity="lexical", members=["a"])
     assert [m.name for m in ens.members_used()] == ["a"]
     assert Ensemble(scripted(a="1"), "vote", normaliser="number").strategy.normaliser == "number"
 
