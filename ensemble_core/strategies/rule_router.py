@@ -101,7 +101,9 @@ class RuleRouter(Router):
 
     name: ClassVar[str] = "rule-router"
     summary: ClassVar[str] = "ordered rules (keywords, regex, length, tools) choose the member that answers"
-    members_doc: ClassVar[str] = "names of the members it may route to; default: those the rules name (and `default`)"
+    members_doc: ClassVar[str] = (
+        "names of the members it may route to; default: those the rules name (and `default`)"
+    )
 
     rules: list[Rule] = Field(default_factory=list, description="rules tried in order; the first match wins")
     default: str = Field(description="member that answers when no rule matches")

@@ -47,7 +47,9 @@ class SemanticRouter(EmbeddingRouter):
 
     name: ClassVar[str] = "semantic-router"
     summary: ClassVar[str] = "the member whose description or examples are most similar to the conversation"
-    members_doc: ClassVar[str] = "names of the members it may route to; default: those the routes name (and `default`)"
+    members_doc: ClassVar[str] = (
+        "names of the members it may route to; default: those the routes name (and `default`)"
+    )
 
     routes: list[SemanticRoute] = Field(min_length=1, description="what each member is for")
     default: str | None = Field(

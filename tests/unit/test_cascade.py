@@ -84,7 +84,9 @@ def test_self_verify_needs_the_score_capability():
 
 
 def test_scorer_is_configured_by_kind_and_round_trips():
-    cascade = build_strategy("cascade", {"scorer": {"kind": "agreement", "samples": 3}, "members": ["a", "b"]})
+    cascade = build_strategy(
+        "cascade", {"scorer": {"kind": "agreement", "samples": 3}, "members": ["a", "b"]}
+    )
     assert isinstance(cascade.scorer, Agreement) and cascade.scorer.samples == 3
     assert Cascade.model_validate(cascade.model_dump()).scorer == cascade.scorer
     with pytest.raises(ConfigError, match="unknown scorer kind"):

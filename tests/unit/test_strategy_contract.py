@@ -84,7 +84,8 @@ class LongestAnswer(Strategy):
     bonus: int = Field(default=0, description="characters added to the first member's length")
 
     async def arun(self, ctx, request):
-        answers, _ = await ctx.generate_all(self.participants(list(ctx.members.values())), [request], "candidate")
+        team = self.participants(list(ctx.members.values()))
+        answers, _ = await ctx.generate_all(team, [request], "candidate")
         best = max(answers, key=lambda g: len(g.text) + (self.bonus if g is answers[0] else 0))
         return ctx.result(best, reason="longest")
 '''
