@@ -59,11 +59,12 @@ def score_items(
     member: Member,
     items: Sequence[ChoiceItem],
     *,
-    batch_choices: int = 16,
+    batch_choices: int = 4,
     shared_prompt: bool = True,
     with_prompt: bool = True,
 ) -> Iterator[tuple[ChoiceItem, ChoiceScores]]:
-    """Yield each item with `member`'s choice scores, batching items until about `batch_choices` choices.
+    """Yield each item with `member`'s choice scores, batching items until about `batch_choices` choices
+    (small batches: on a CPU the padding of longer batches costs more than batching saves).
     `with_prompt` also scores the prompt itself (needed for perplexity weights; costs the output layer on
     the prompt's tokens once)."""
     member.require(Capability.SCORE, "choice scoring")

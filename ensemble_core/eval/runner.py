@@ -129,7 +129,7 @@ class Evaluation:
         norm: Norm = "chars",
         max_tokens: int | None = None,
         mc_protocol: Literal["auto", "generate"] = "auto",
-        batch_choices: int = 16,
+        batch_choices: int = 4,
         workers: int = 1,
     ):
         if not dataset.items:
@@ -190,26 +190,24 @@ class Evaluation:
 
     def _score_all(self, step_for: ProgressFactory) -> dict[str, dict[str, ChoiceScores]]:
         """Every member's choice scores for every item (all members: the oracle and choice-ensemble need
-        them). Members score concurrently, `workers` threads each (torch releases the GIL), each member into
-        its own cache file."""
-        jobs = []
-        with ThreadPoolExecutor(max_workers=len(self.members) * self.workers) as pool:
-            scores: dict[str, dict[str, ChoiceScores]] = {}
-            for name in self.members:
-                cached = {
-                    i: ChoiceScores.model_validate(v) for i, v in self.cache.load(f"scores.{name}").items()
-                }
-                scores[name] = cached
-                todo = [item for item in self.choice_items if item.id not in cached]
-                step = step_for(f"scoring with {name}", len(self.choice_items))
-                for _ in range(len(self.choice_items) - len(todo)):
-                    step()
-                for share in range(self.workers):
-                    jobs.append(
-                        pool.submit(self._score_member, name, todo[share :: self.workers], cached, step)
-                    )
-            for job in jobs:
-                job.result()
+        them), each member into its own cache file. Members score one after another, so each one's CPU
+        seconds are its own (members sharing the cores would slow each other's memory-bound passes); a
+        member scores with `workers` threads (torch releases the GIL)."""
+        scores: dict[str, dict[str, ChoiceScores]] = {}
+        for name in self.members:
+            cached = {i: ChoiceScores.model_validate(v) for i, v in self.cache.load(f"scores.{name}").items()}
+            scores[name] = cached
+            todo = [item for item in self.choice_items if item.id not in cached]
+            step = step_for(f"scoring with {name}", len(self.choice_items))
+            for _ in range(len(self.choice_items) - len(todo)):
+                step()
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                jobs = [
+                    pool.submit(self._score_member, name, todo[share :: self.workers], cached, step)
+                    for share in range(self.workers)
+                ]
+                for job in jobs:
+                    job.result()
         return scores
 
     def _score_member(
