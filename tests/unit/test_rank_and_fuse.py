@@ -11,7 +11,8 @@ from ensemble_core import Ensemble
 from ensemble_core.errors import AllMembersFailedError, ConfigError
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.run_context import RunContext
-from ensemble_core.scoring.judges import pairwise_preferences, pairwise_prompt
+from ensemble_core.scoring.judges import pairwise_preferences
+from ensemble_core.scoring.prompts import pairwise_prompt
 from ensemble_core.strategies import RankAndFuse
 from ensemble_core.types import Request, ToolCall, ToolSpec
 from tests.unit.strategy_helpers import Clock, ScoringMember
