@@ -1,8 +1,9 @@
 """The lockstep decoding loop of token fusion: every member steps on its own KV cache, the distributions are
 mixed, one token is chosen per row, and every member reads that token (in its own ids).
 
-Rows are requests decoded together (a batch); each member holds one `StepSession` with a row per request.
-A member that fails, or whose stepping time passes its `timeout_s`, is dropped and the others go on.
+Rows are requests decoded together (a batch); each member holds one `StepSession` with a row per request,
+opened by `open_session` (a strategy passes `RunContext.step_session`, which bounds each member's stepping
+time by its timeout and records its calls). A member whose session fails is dropped and the others go on.
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ class FusedDecoding:
         weights: torch.Tensor,
         mixing: Mixing,
         trace_tokens: bool = False,
+        open_session: Callable[[Member, list[str]], StepSession] | None = None,
     ):
         self.members = list(members)
+        self.open_session = open_session or (lambda member, prompts: member.step_session(prompts))
         self.requests = list(requests)
         self.weights = weights.float()
         self.alignment = member_alignment(self.members)
@@ -125,24 +128,21 @@ class FusedDecoding:
     # sessions -----------------------------------------------------------------------------------------------
     def _open(self, i: int, member: Member) -> None:
         prompts = [member.format_prompt(r) for r in self.requests]
-        session = member.step_session(prompts)
+        session = self.open_session(member, prompts)
         self.sessions[i] = session
         for row, outcome in enumerate(self.outcomes):
             outcome.prompt_tokens[member.name] = len(session.token_ids(row))
 
     def _guard(self, i: int, action: Callable[[], object]) -> None:
-        """Run a member's action, timed; a failure or an exhausted time budget drops the member."""
-        member = self.members[i]
+        """Run a member's action, timed; a failure (its session's time budget spent, say) drops the
+        member."""
         start = time.perf_counter()
         try:
             action()
         except Exception as err:
-            self._drop(i, f"{type(err).__name__}: {err}")
-            return
+            self._drop(i, str(err))
         finally:
-            self.timing.forward_s[member.name] += time.perf_counter() - start
-        if member.timeout_s is not None and self.timing.forward_s[member.name] > member.timeout_s:
-            self._drop(i, f"timed out (stepping took over {member.timeout_s} s)")
+            self.timing.forward_s[self.members[i].name] += time.perf_counter() - start
 
     def _drop(self, i: int, error: str) -> None:
         self.errors[self.members[i].name] = error

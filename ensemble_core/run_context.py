@@ -274,8 +274,8 @@ class RunContext:
 class RecordedStepSession(StepSession):
     """A member's stepping session as a strategy sees it: every step timed against the member's timeout (a
     budget for the whole session), the circuit breaker told how it went, and one call per row recorded
-    (prompt tokens in, fed tokens out) when the session closes; a failure raises `MemberError` and is
-    recorded at once."""
+    when the session closes (prompt tokens in; out, the next-token distributions it produced, one per
+    answer token); a failure raises `MemberError` and is recorded at once."""
 
     def __init__(self, member: Member, prompts: Sequence[str], role: str, contexts: Sequence[RunContext]):
         self.member = member
@@ -286,6 +286,7 @@ class RecordedStepSession(StepSession):
         self._guarded(lambda: member.breaker.check(member.name))
         self._session: StepSession = self._guarded(lambda: member.step_session(prompts))
         self.prompt_tokens = [len(self._session.token_ids(row)) for row in range(len(self.contexts))]
+        self.steps = [1] * len(self.contexts)  # next-token distributions produced per row
 
     @property
     def vocab_size(self) -> int:
@@ -298,7 +299,10 @@ class RecordedStepSession(StepSession):
         return self._session.token_ids(row)
 
     def advance(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-        return self._guarded(lambda: self._session.advance(token_ids))
+        logprobs = self._guarded(lambda: self._session.advance(token_ids))
+        for row, ids in enumerate(token_ids):
+            self.steps[row] += bool(ids)
+        return logprobs
 
     def close(self) -> None:
         """End the session and record each row's call (once)."""
@@ -307,8 +311,7 @@ class RecordedStepSession(StepSession):
         self._open = False
         self.member.breaker.success()
         for row, ctx in enumerate(self.contexts):
-            fed = len(self._session.token_ids(row)) - self.prompt_tokens[row]
-            usage = Usage(input_tokens=self.prompt_tokens[row], output_tokens=fed)
+            usage = Usage(input_tokens=self.prompt_tokens[row], output_tokens=self.steps[row])
             ctx.trace.calls.append(
                 MemberCall(
                     member=self.member.name,

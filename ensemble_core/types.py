@@ -6,6 +6,7 @@ All are pydantic models so adapters, configs and traces validate and serialise t
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -148,6 +149,12 @@ class ContinuationScore(_Strict):
     @property
     def mean_logprob(self) -> float:
         return self.sum_logprob / max(self.n_tokens, 1)
+
+    def perplexity(self, per: Literal["char", "token"] = "char") -> float:
+        """exp(-log-probability per character (comparable across tokenizers) or per token); lower is less
+        surprised."""
+        units = self.n_chars if per == "char" else self.n_tokens
+        return math.exp(-self.sum_logprob / max(units, 1))
 
 
 class MemberCall(_Strict):

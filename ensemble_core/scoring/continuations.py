@@ -7,7 +7,6 @@ text so far as the answer's prefill, so every member reads the text exactly as i
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +66,7 @@ async def score_candidates(
             scores = await ctx.score(member, pairs, role=role)
         except MemberError as err:
             return err
-        return [math.exp(-s.sum_logprob / max(s.n_chars, 1)) for s in scores]
+        return [s.perplexity() for s in scores]
 
     found = await asyncio.gather(*(one(m) for m in members))
     result = CandidateScores(

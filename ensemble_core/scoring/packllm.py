@@ -5,13 +5,12 @@ Test-Time via Perplexity Optimization"): `sim` weighs members by how unsurprised
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from ensemble_core.errors import CapabilityError
 from ensemble_core.members.base import Member
-from ensemble_core.members.hf import HFMember
+from ensemble_core.members.step import StepSession
 from ensemble_core.mixing import Mixer
 
 
@@ -22,14 +21,22 @@ def sim_weights(perplexities: Sequence[float], tau: float) -> list[float]:
 
 
 class FusedPromptPerplexity:
-    """The fused model's perplexity of a text for any weights, from one forward pass per member.
+    """The fused model's perplexity of a text for any weights, from one stepping session per member.
 
-    The text is read as the first member's tokens (in union ids); every member is teacher-forced on those
-    tokens in its own ids (as in fused decoding), and its distribution before each token is kept. The last
-    `max_positions` tokens are scored, which bounds the memory ([positions, union vocabulary] per member).
-    """
+    The text is read as the first member's tokens (in union ids); every member starts from the first token's
+    text and is then teacher-forced on the following tokens in its own ids (as in fused decoding), and its
+    distribution before each token is kept. The last `max_positions` tokens are scored, which bounds the
+    memory ([positions, union vocabulary] per member). `open_session(member, prompts)` opens a session (a
+    `RunContext.step_session`, so each is bounded and recorded)."""
 
-    def __init__(self, members: Sequence[Member], mixer: Mixer, text: str, max_positions: int = 32):
+    def __init__(
+        self,
+        members: Sequence[Member],
+        mixer: Mixer,
+        text: str,
+        open_session: Callable[[Member, list[str]], StepSession],
+        max_positions: int = 32,
+    ):
         self.mixer = mixer
         alignment = mixer.alignment
         first = alignment.tokenizers[0](text, add_special_tokens=False)["input_ids"]
@@ -37,19 +44,18 @@ class FusedPromptPerplexity:
             -(max_positions + 1) :
         ]
         self.logprobs: list[torch.Tensor] = []
+        if len(self.targets) < 2:
+            return
+        start = alignment.decode([self.targets[0]])
         for m, member in enumerate(members):
-            ids = list(alignment.tokenizers[m]("", add_special_tokens=True)["input_ids"])
-            positions = []
-            for t, union_id in enumerate(self.targets):
-                if t > 0:
-                    positions.append(len(ids) - 1)
-                ids.extend(alignment.feed(m, union_id))
-            if not isinstance(member, HFMember):
-                raise CapabilityError(
-                    f"packllm-opt weights teacher-force a local model; member {member.name!r} is a "
-                    f"{type(member).__name__}: use weights='packllm-sim' or 'uniform'"
-                )
-            self.logprobs.append(_position_logprobs(member, ids, positions))
+            session = open_session(member, [start])
+            try:
+                rows = [session.logprobs()[0]]
+                for union_id in self.targets[1:-1]:
+                    rows.append(session.advance([alignment.feed(m, union_id)])[0])
+            finally:
+                session.close()
+            self.logprobs.append(torch.stack(rows))
 
     @property
     def n_positions(self) -> int:
@@ -89,12 +95,3 @@ def opt_weights(objective: FusedPromptPerplexity, n_members: int, grid: int = 11
 
 def _one_hot(i: int, n: int) -> list[float]:
     return [1.0 if j == i else 0.0 for j in range(n)]
-
-
-def _position_logprobs(member: HFMember, ids: list[int], positions: list[int]) -> torch.Tensor:
-    """A member's next-token log-probabilities at `positions` of one sequence ([positions, vocabulary])."""
-    model = member.model
-    device = member.device
-    with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, positions]
-    return torch.log_softmax(logits.float(), dim=-1)

@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-import math
+import asyncio
 from collections.abc import Sequence
 
 from ensemble_core.members.base import Member
+from ensemble_core.run_context import RunContext
 
 
-def prompt_perplexities(members: Sequence[Member], texts: Sequence[str]) -> dict[str, list[float]]:
+async def prompt_perplexities(
+    ctx: RunContext, members: Sequence[Member], texts: Sequence[str], role: str = "perplexity"
+) -> dict[str, list[float]]:
     """member name -> the perplexity per character of each text (raw text, no chat template; lower is
-    better)."""
-    out: dict[str, list[float]] = {}
-    for member in members:
-        scores = member.score([("", text) for text in texts])
-        out[member.name] = [math.exp(-s.sum_logprob / max(s.n_chars, 1)) for s in scores]
-    return out
+    better), the members scoring concurrently; a member that fails raises its `MemberError`."""
+    found = await asyncio.gather(*(ctx.score(m, [("", text) for text in texts], role=role) for m in members))
+    return {m.name: [s.perplexity() for s in scores] for m, scores in zip(members, found, strict=True)}

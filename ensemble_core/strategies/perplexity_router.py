@@ -9,7 +9,6 @@ comparable across them; per character they are. `per="token"` gives PackLLM's pe
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -70,5 +69,4 @@ async def _perplexity(
         (score,) = await ctx.score(member, [("", prompt)], role="perplexity")
     except MemberError:
         return None
-    units = score.n_chars if per == "char" else score.n_tokens
-    return math.exp(-score.sum_logprob / max(units, 1))
+    return score.perplexity(per)

@@ -20,13 +20,14 @@ from ensemble_core.asyncio_bridge import aiterate_blocking, to_thread
 from ensemble_core.errors import ConfigError
 from ensemble_core.fused_decoding import FusedDecoding, RowOutcome, member_alignment, require_tokenizer
 from ensemble_core.members.base import Capability, Member
+from ensemble_core.members.step import StepSession
 from ensemble_core.members.tool_parsing import parse_tool_calls
 from ensemble_core.mixing import Mixer, Mixing
 from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.packllm import FusedPromptPerplexity, opt_weights, sim_weights
 from ensemble_core.scoring.perplexity import prompt_perplexities
 from ensemble_core.strategies.base import Strategy
-from ensemble_core.types import Delta, Generation, MemberCall, Request, Result, Usage, tool_calls_to_chunks
+from ensemble_core.types import Delta, Generation, Request, Result, Usage, tool_calls_to_chunks
 
 WeightMethod = Literal["uniform", "packllm-sim", "packllm-opt"]
 
@@ -110,7 +111,7 @@ class TokenFusion(Strategy):
 
     async def _run_rows(self, ctxs: Sequence[RunContext], requests: Sequence[Request]) -> list[Result]:
         start = time.perf_counter()
-        decoding, note = await self._open(ctxs[0], requests)
+        decoding, note = await self._open(ctxs, requests)
         try:
             outcomes = await to_thread(decoding.run)
         except asyncio.CancelledError:
@@ -125,7 +126,7 @@ class TokenFusion(Strategy):
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
         start = time.perf_counter()
-        decoding, note = await self._open(ctx, [request])
+        decoding, note = await self._open([ctx], [request])
         try:
             async for text in aiterate_blocking(_row_texts(decoding)):
                 if text and not request.tools:
@@ -139,18 +140,28 @@ class TokenFusion(Strategy):
             yield Delta(text=result.text, tool_call_chunks=chunks, member=self.name)
         yield ctx.final_delta(ctx.trace.chosen or self.name, reason=ctx.trace.reason)
 
-    async def _open(self, ctx: RunContext, requests: Sequence[Request]) -> tuple[FusedDecoding, str | None]:
+    async def _open(
+        self, ctxs: Sequence[RunContext], requests: Sequence[Request]
+    ) -> tuple[FusedDecoding, str | None]:
         """The weights of each request and a decoding of them all, ready to step (prompts read, caches
-        filled)."""
-        members = self.members_used(list(ctx.members.values()))
-        weights, note = await to_thread(self.request_weights, members, requests)
-        decoding = await to_thread(FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens)
+        filled); every member's session is opened through the first request's context, recording each row's
+        calls into its own request's context."""
+        lead = ctxs[0]
+        members = self.members_used(list(lead.members.values()))
+        weights, note = await self.request_weights(ctxs, members, requests)
+
+        def open_session(member: Member, prompts: list[str]) -> StepSession:
+            return lead.step_session(member, prompts, role="fuse", row_contexts=ctxs)
+
+        decoding = await to_thread(
+            FusedDecoding, members, requests, weights, self.mixing, self.trace_tokens, open_session
+        )
         return decoding, note
 
     # weights
     # ------------------------------------------------------------------------------------------------------
-    def request_weights(
-        self, members: Sequence[Member], requests: Sequence[Request]
+    async def request_weights(
+        self, ctxs: Sequence[RunContext], members: Sequence[Member], requests: Sequence[Request]
     ) -> tuple[torch.Tensor, str | None]:
         """[requests, members] weights, each row summing to 1, by the configured method; if PackLLM's scoring
         fails, uniform weights and a note saying why (the trace keeps it)."""
@@ -164,17 +175,23 @@ class TokenFusion(Strategy):
         texts = [prompt_text(r) for r in requests]
         try:
             if self.weights == "packllm-sim":
-                perplexities = prompt_perplexities(members, texts)
-                rows = [
-                    sim_weights([perplexities[m.name][r] for m in members], self.tau)
-                    for r in range(len(texts))
-                ]
+                found = await asyncio.gather(
+                    *(
+                        prompt_perplexities(ctx, members, [text], role="weigh")
+                        for ctx, text in zip(ctxs, texts, strict=True)
+                    )
+                )
+                rows = [sim_weights([ppl[m.name][0] for m in members], self.tau) for ppl in found]
             else:
                 mixer = Mixer(member_alignment(members), self.mixing)
-                rows = [
-                    opt_weights(FusedPromptPerplexity(members, mixer, text), n, self.opt_grid)
-                    for text in texts
-                ]
+
+                def weigh(ctx: RunContext, text: str) -> list[float]:
+                    objective = FusedPromptPerplexity(
+                        members, mixer, text, lambda m, p: ctx.step_session(m, p, role="weigh")
+                    )
+                    return opt_weights(objective, n, self.opt_grid)
+
+                rows = [await to_thread(weigh, ctx, text) for ctx, text in zip(ctxs, texts, strict=True)]
         except Exception as err:
             return (
                 uniform,
@@ -197,25 +214,6 @@ class TokenFusion(Strategy):
         weights = decoding.weights[row].tolist()
         text, tool_calls = parse_tool_calls(outcome.text, request.tools)
         finish = "tool_calls" if tool_calls else outcome.finish_reason
-        for i, member in enumerate(decoding.members):
-            error = decoding.errors.get(member.name)
-            usage = Usage(
-                input_tokens=outcome.prompt_tokens.get(member.name, 0),
-                output_tokens=len(outcome.member_ids[member.name]),
-            )
-            ctx.trace.calls.append(
-                MemberCall(
-                    member=member.name,
-                    role="fuse",
-                    ok=error is None,
-                    error=error,
-                    usage=usage,
-                    latency_s=decoding.timing.forward_s[member.name],
-                    cost=member.price.cost(usage),
-                    finish_reason=finish,
-                    score=weights[i],
-                )
-            )
         lead = max(
             range(len(weights)), key=lambda i: (decoding.members[i].name not in decoding.errors, weights[i])
         )
