@@ -5,14 +5,12 @@
 - fusion: token fusion's wall time vs the sum of the members' own `generate` on the same request.
 - concurrency: each response-level strategy over ScriptedMembers with fixed delays vs the sum and the max
   of the delays (1.0 x max = fully concurrent, 1.0 x sum = sequential).
-- adapter: `EnsembleChatModel.invoke` vs `Ensemble.run` on an instant member (the adapter's own cost).
 - memory: peak RSS vs the sum of the members' weight sizes.
 - gpu: tokens/s per member when CUDA is available."""
 
 from __future__ import annotations
 
 import gc
-import importlib.util
 import resource
 import statistics
 import time
@@ -173,27 +171,6 @@ def bench_concurrency(repeats: int = 3) -> tuple[list[Figure], dict[str, str]]:
     return figures, skipped
 
 
-def bench_adapter(calls: int = 200) -> list[Figure]:
-    from langchain_ensemble import EnsembleChatModel
-
-    ensemble = Ensemble([ScriptedMember("a", ["Paris."])], "single", member="a")
-    chat = EnsembleChatModel(ensemble=ensemble)
-    ensemble.run(_QUESTION)
-    chat.invoke(_QUESTION)
-    engine = statistics.median(_timed(partial(ensemble.run, _QUESTION)) for _ in range(calls))
-    adapter = statistics.median(_timed(partial(chat.invoke, _QUESTION)) for _ in range(calls))
-    return [
-        Figure(
-            section="adapter",
-            name="EnsembleChatModel.invoke / Ensemble.run",
-            value=adapter / engine,
-            unit="x",
-            detail=f"median of {calls}: invoke {adapter * 1000:.2f} ms, run {engine * 1000:.2f} ms "
-            f"(+{(adapter - engine) * 1000:.2f} ms per call)",
-        )
-    ]
-
-
 def _weights_bytes(member: Member) -> int:
     model = getattr(member, "model", None)
     if model is None:
@@ -273,10 +250,6 @@ def run_bench(*, items: int, max_tokens: int, data_dir: Path | None, skip: set[s
         return figures
 
     section("concurrency", concurrency)
-    if importlib.util.find_spec("langchain_ensemble") is not None:
-        section("adapter", bench_adapter)
-    else:
-        report.skipped["adapter"] = "langchain_ensemble is not installed"
     members = default_members()
     for member in members:
         member.load()

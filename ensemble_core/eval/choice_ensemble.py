@@ -2,7 +2,7 @@
 length-normalised log-likelihoods are summed with weights (a log-linear, product-of-experts combination).
 
 Weights: "uniform"; "packllm-sim" (per item, from how well each member predicts the prompt: weight ∝
-exp(-NLL per byte / temperature), the PackLLM-sim rule of Mavromatis et al. 2024 with perplexity measured per
+exp(-NLL per byte / tau), the PackLLM-sim rule of Mavromatis et al. 2024 with perplexity measured per
 byte so members with different tokenizers compare); or fixed {member: weight}.
 
 It is not a registered `Strategy`: a strategy answers a request with text, while this ranks choices given in
@@ -14,10 +14,11 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.eval.choice_scoring import ChoiceScores
+from ensemble_core.scoring.packllm import sim_weights
 
 
 class ChoiceEnsemble(BaseModel):
@@ -29,8 +30,12 @@ class ChoiceEnsemble(BaseModel):
         default="uniform",
         description="uniform, packllm-sim (per item, from prompt perplexity), or {member: weight}",
     )
-    temperature: float = Field(
-        default=0.25, gt=0, description="packllm-sim: nats per byte (≈ 1 nat per token at ~4 bytes per token)"
+    tau: float = Field(
+        default=0.25,
+        gt=0,
+        validation_alias=AliasChoices("tau", "temperature"),
+        description="packllm-sim temperature (or `temperature`), on the prompt's nats per byte (≈ 1 nat per "
+        "token at ~4 bytes per token); token fusion's `tau` is the same τ on nats per character",
     )
     members: list[str] | None = Field(default=None, description="members to combine; default: all")
 
@@ -40,11 +45,11 @@ class ChoiceEnsemble(BaseModel):
         if self.weights == "uniform":
             return {n: 1 / len(names) for n in names}
         if self.weights == "packllm-sim":
-            nll = {n: scores[n].prompt_nll_per_byte for n in names}
-            if any(v is None for v in nll.values()):
+            nll = [scores[n].prompt_nll_per_byte for n in names]
+            if any(v is None for v in nll):
                 return {n: 1 / len(names) for n in names}
-            best = min(v for v in nll.values() if v is not None)
-            raw = {n: math.exp(-(v - best) / self.temperature) for n, v in nll.items() if v is not None}
+            perplexities = [math.exp(v) for v in nll if v is not None]
+            raw = dict(zip(names, sim_weights(perplexities, self.tau), strict=True))
         else:
             unknown = sorted(set(self.weights) - set(names))
             if unknown:

@@ -216,12 +216,13 @@ def bench_command(
     skip: Annotated[
         str | None,
         typer.Option(
-            "--skip", help="comma-separated sections to skip: scoring,fusion,concurrency,adapter,memory,gpu"
+            "--skip", help="comma-separated sections to skip: scoring,fusion,concurrency,memory,gpu"
         ),
     ] = None,
 ) -> None:
     """Speed and overhead as ratios measured in one run: choice scoring paths, token fusion vs the members'
-    own generate, concurrency of response-level strategies, adapter overhead, memory, GPU tokens/s."""
+    own generate, concurrency of response-level strategies, memory, GPU tokens/s (the adapter's overhead:
+    benchmarks/adapter_overhead.py)."""
     from ensemble_core.eval.bench import run_bench
 
     skipped = set((skip or "").split(",")) - {""}

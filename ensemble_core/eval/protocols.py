@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from ensemble_core.eval.items import AnswerItem, ChoiceItem, Item
 from ensemble_core.eval.specs import CHOICE_ENSEMBLE, StrategySpec
 from ensemble_core.strategies.registry import strategy_class
+from ensemble_core.strategies.routing import Router
 from ensemble_core.types import Message, Params, Request
 
 PROTOCOL_TEXT = (
@@ -56,7 +57,7 @@ class Target(BaseModel):
 
 
 def is_router(name: str) -> bool:
-    return hasattr(strategy_class(name), "aroute")
+    return issubclass(strategy_class(name), Router)
 
 
 def plan(

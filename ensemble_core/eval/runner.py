@@ -27,6 +27,7 @@ from ensemble_core.eval.specs import CHOICE_ENSEMBLE, StrategySpec
 from ensemble_core.members.base import Member
 from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.registry import build_strategy
+from ensemble_core.strategies.routing import Router
 
 Norm = Literal["chars", "bytes", "none"]
 # advance(description, total) -> step(): the caller's progress display.
@@ -280,7 +281,9 @@ class Evaluation:
         ctx = RunContext(ensemble.members, ensemble.strategy.name)
         request = request_for(item, default_max_tokens(item), self.seed)
         start = time.perf_counter()
-        decision = run_sync(ensemble.strategy.aroute(ctx, request))  # type: ignore[attr-defined]
+        router = ensemble.strategy
+        assert isinstance(router, Router)  # planned as "routed" because it is one
+        decision = run_sync(router.aroute(ctx, request))
         route_s = time.perf_counter() - start
         chosen = decision.ranking[0]
         mine = scores[chosen][item.id]
