@@ -102,13 +102,13 @@ def split_rows(
     rows = {}
     for target in TARGETS:
         try:
-            router.calibrate(dev, target=target)
+            tuned = router.calibrate(dev, target=target)
         except ConfigError:
             continue
-        (point,) = router.curve(test, thresholds=[router.threshold])
-        share = point.expensive_share
+        (point,) = tuned.curve(test, thresholds=[tuned.threshold])
+        share = point.expensive_share or 0.0
         at_random = (1 - share) * alone[cheap] + share * alone[pricey]
-        rows[target] = [share, point.mean_quality, at_random, point.mean_cost]
+        rows[target] = [share, point.quality, at_random, point.cost]
     return alone, rows
 
 

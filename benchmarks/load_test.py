@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from langchain_core.messages import HumanMessage
 
 from ensemble_core import Ensemble
-from ensemble_core.defaults import default_members, smollm2_path
+from ensemble_core.defaults import default_members
 from ensemble_core.members.openai_compat import OpenAICompatMember
+from ensemble_core.members.packaged import smollm2_path
 from ensemble_core.members.scripted import ScriptedMember
 from langchain_ensemble import EnsembleChatModel
 from tests.llama_server import LlamaServer

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ensemble_core import progress
+from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.types import Message, Result, Trace
 
@@ -47,11 +48,10 @@ def _spinner(message: str) -> Iterator[None]:
         yield
 
 
-def _build(strategy: str | None, params: list[str] | None, config: Path | None):
+def _build(strategy: str | None, params: list[str] | None, config: Path | None) -> Ensemble:
     """The ensemble from a config file or the embedded default; members load lazily, with a spinner."""
     progress.set_reporter(_spinner)
     from ensemble_core.config import load_config
-    from ensemble_core.ensemble import Ensemble
 
     parsed = _parse_params(params or [])
     if config is not None:
@@ -62,7 +62,7 @@ def _build(strategy: str | None, params: list[str] | None, config: Path | None):
             )
         elif parsed:
             cfg.strategy.params.update(parsed)
-        return cfg.build()
+        return Ensemble.from_config(cfg)
     from ensemble_core.defaults import DEFAULT_STRATEGY, default_members
 
     return Ensemble(default_members(), strategy or DEFAULT_STRATEGY, **parsed)

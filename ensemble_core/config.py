@@ -1,4 +1,5 @@
-"""`EnsembleConfig`: a YAML or JSON file (or dict) -> `Ensemble`. Unknown keys are rejected, and every error
+"""`EnsembleConfig`: a YAML or JSON file (or dict) describing members and a strategy (`Ensemble.from_config`
+builds the ensemble). Unknown keys are rejected, and every error
 names the field and the allowed values.
 
 ```yaml
@@ -19,17 +20,16 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member, Price
+from ensemble_core.members.packaged import PACKAGED
+from ensemble_core.strategies.base import Strategy
 from ensemble_core.strategies.registry import STRATEGIES, build_strategy, describe_validation_error
-
-if TYPE_CHECKING:
-    from ensemble_core.ensemble import Ensemble
 
 
 class _Section(BaseModel):
@@ -52,9 +52,7 @@ class PackagedMemberConfig(_Section):
     price: Price | None = None
 
     def build(self) -> Member:
-        from ensemble_core import defaults
-
-        factory = defaults.PACKAGED[self.model]
+        factory = PACKAGED[self.model]
         return factory(**{k: v for k, v in self._kwargs("type", "model").items() if v is not None})
 
 
@@ -132,11 +130,13 @@ class EnsembleConfig(_Section):
     members: list[MemberConfig] = Field(min_length=1)
     strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="fallback"))
 
-    def build(self) -> Ensemble:
-        from ensemble_core.ensemble import Ensemble
+    def build_members(self) -> list[Member]:
+        """The members, built (weights still load lazily)."""
+        return [m.build() for m in self.members]
 
-        members = [m.build() for m in self.members]
-        return Ensemble(members, build_strategy(self.strategy.name, self.strategy.params))
+    def build_strategy(self) -> Strategy:
+        """The strategy with its parameters, validated."""
+        return build_strategy(self.strategy.name, self.strategy.params)
 
 
 def load_config(source: str | Path | Mapping[str, Any] | EnsembleConfig) -> EnsembleConfig:

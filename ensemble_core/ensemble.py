@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ensemble_core.asyncio_bridge import iterate_sync, run_sync
+from ensemble_core.config import EnsembleConfig, load_config
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
 from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.base import Strategy
 from ensemble_core.strategies.registry import build_strategy
 from ensemble_core.types import Delta, MessagesLike, Params, Request, Result, ToolSpec, to_messages
-
-if TYPE_CHECKING:
-    from ensemble_core.config import EnsembleConfig
 
 ToolLike = ToolSpec | Mapping[str, Any]
 
@@ -49,9 +47,8 @@ class Ensemble:
     @classmethod
     def from_config(cls, config: str | Path | Mapping[str, Any] | EnsembleConfig) -> Ensemble:
         """Build from a YAML/JSON file, a dict, or an `EnsembleConfig`."""
-        from ensemble_core.config import load_config
-
-        return load_config(config).build()
+        loaded = load_config(config)
+        return cls(loaded.build_members(), loaded.build_strategy())
 
     # requests ---------------------------------------------------------------------------------------------
     def request(

@@ -14,7 +14,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 
 from ensemble_core import Ensemble, Price
-from ensemble_core.defaults import gemma3, smollm2
+from ensemble_core.members.packaged import gemma3, smollm2
 from langchain_ensemble import EnsembleChatModel
 
 QUESTION = "What is the capital of France?"

@@ -7,7 +7,7 @@ from typing import Any
 
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-from ensemble_core.defaults import minilm_path
+from ensemble_core.members.packaged import minilm_path
 
 
 def default_embed_model(**kwargs: Any) -> HuggingFaceEmbedding:

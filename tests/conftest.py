@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def smollm2():
     """The packaged SmolLM2-135M-Instruct, loaded once for the whole session."""
-    from ensemble_core.defaults import smollm2
+    from ensemble_core.members.packaged import smollm2
 
     member = smollm2()
     member.load()
@@ -65,7 +65,7 @@ def smollm2():
 @pytest.fixture(scope="session")
 def gemma3():
     """The packaged Gemma 3 270M base model, loaded once for the whole session."""
-    from ensemble_core.defaults import gemma3
+    from ensemble_core.members.packaged import gemma3
 
     member = gemma3()
     member.load()
@@ -85,7 +85,7 @@ def llama_server() -> Iterator[str]:
     missing = llama_cpp_server_missing()
     if missing:
         pytest.skip(missing)
-    from ensemble_core.defaults import smollm2_path
+    from ensemble_core.members.packaged import smollm2_path
 
     with LlamaServer(smollm2_path(), chat_format="chatml") as server:
         _SERVERS.append(server)

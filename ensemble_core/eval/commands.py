@@ -36,7 +36,7 @@ def _members(config: Path | None) -> list[Member]:
         return default_members()
     from ensemble_core.config import load_config
 
-    return list(load_config(config).build().members.values())
+    return load_config(config).build_members()
 
 
 def _command_line() -> str:

@@ -20,7 +20,7 @@ def _minilm():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    from ensemble_core.defaults import minilm_path
+    from ensemble_core.members.packaged import minilm_path
 
     return SentenceTransformer(str(minilm_path()), device="cpu")
 

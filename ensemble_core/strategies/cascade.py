@@ -17,13 +17,13 @@ from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.confidence import ConfidenceScorer, MeanLogprob, to_scorer
 from ensemble_core.strategies.base import Strategy
 from ensemble_core.strategies.cascade_calibration import (
-    CascadePoint,
     CascadeRecord,
     CostKind,
     MemberOutcome,
     choose_point,
     frontier,
 )
+from ensemble_core.strategies.operating_point import OperatingPoint
 from ensemble_core.strategies.streaming import FailedBeforeFirstToken, stream_or_fail_early
 from ensemble_core.types import Delta, Generation, Request, Result
 
@@ -216,10 +216,25 @@ class Cascade(Strategy):
 
     def curve(
         self, records: Sequence[CascadeRecord], cost: CostKind = "auto", grid: int = 41
-    ) -> list[CascadePoint]:
+    ) -> list[OperatingPoint]:
         """The quality-cost frontier over threshold settings: the best quality for each cost, cheapest
         first."""
         return frontier(records, self._record_order(records), cost=cost, grid=grid)
+
+    def operating_point(
+        self,
+        records: Sequence[CascadeRecord],
+        *,
+        target_quality: float | None = None,
+        budget: float | None = None,
+        cost: CostKind = "auto",
+        grid: int = 41,
+    ) -> OperatingPoint:
+        """The thresholds that reach `target_quality` at the lowest mean cost, or the best quality within a
+        mean `budget` per request; `cost` is "money" (Member.price), "latency" (seconds), or "auto" (money if
+        any member cost money, else latency)."""
+        curve = self.curve(records, cost=cost, grid=grid)
+        return choose_point(curve, target_quality=target_quality, budget=budget)
 
     def calibrate(
         self,
@@ -230,11 +245,9 @@ class Cascade(Strategy):
         cost: CostKind = "auto",
         grid: int = 41,
     ) -> Cascade:
-        """A copy with the thresholds that reach `target_quality` at the lowest mean cost, or the best quality
-        within a mean `budget` per request; `cost` is "money" (Member.price), "latency" (seconds), or "auto"
-        (money if any member cost money, else latency)."""
-        point = choose_point(
-            self.curve(records, cost=cost, grid=grid), target_quality=target_quality, budget=budget
+        """A copy with the thresholds of `operating_point(...)` (same arguments)."""
+        point = self.operating_point(
+            records, target_quality=target_quality, budget=budget, cost=cost, grid=grid
         )
         return self.model_copy(update={"thresholds": point.thresholds})
 

@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ensemble_core.errors import ConfigError
+from ensemble_core.strategies.operating_point import OperatingPoint
 
 CostKind = Literal["auto", "money", "latency"]
 """money: Member.price per token; latency: seconds; auto: money when any record cost money, else latency
@@ -34,16 +35,6 @@ class CascadeRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     outcomes: dict[str, MemberOutcome]
-
-
-class CascadePoint(BaseModel):
-    """The cascade's mean quality and cost on the dev set at one threshold setting, and who answered how
-    often."""
-
-    thresholds: list[float]
-    quality: float
-    cost: float
-    answered_by: dict[str, float]
 
 
 def _matrices(
@@ -83,7 +74,7 @@ def _grid(scores: np.ndarray, size: int) -> list[float]:
 
 def frontier(
     records: Sequence[CascadeRecord], order: Sequence[str], cost: CostKind, grid: int
-) -> list[CascadePoint]:
+) -> list[OperatingPoint]:
     """Pareto-optimal threshold settings (no other is both cheaper and better), cheapest first."""
     if not records:
         raise ConfigError("calibration needs at least one record")
@@ -93,15 +84,15 @@ def frontier(
         stop, q, c = replay(scores, quality, cumulative, thresholds)
         share = np.bincount(stop, minlength=len(order)) / len(records)
         points.append(
-            CascadePoint(
+            OperatingPoint(
                 thresholds=list(thresholds),
                 quality=float(q.mean()),
                 cost=float(c.mean()),
-                answered_by={name: float(s) for name, s in zip(order, share, strict=True)},
+                shares={name: float(s) for name, s in zip(order, share, strict=True)},
             )
         )
     points.sort(key=lambda p: (p.cost, -p.quality))
-    best: list[CascadePoint] = []
+    best: list[OperatingPoint] = []
     for point in points:
         if not best or point.quality > best[-1].quality:
             best.append(point)
@@ -109,8 +100,8 @@ def frontier(
 
 
 def choose_point(
-    curve: Sequence[CascadePoint], *, target_quality: float | None = None, budget: float | None = None
-) -> CascadePoint:
+    curve: Sequence[OperatingPoint], *, target_quality: float | None = None, budget: float | None = None
+) -> OperatingPoint:
     """The cheapest point reaching `target_quality`, or the best point within `budget` (give exactly one)."""
     if (target_quality is None) == (budget is None):
         raise ConfigError("calibrate: give exactly one of target_quality= or budget=")

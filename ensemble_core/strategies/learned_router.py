@@ -27,6 +27,7 @@ from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
 from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.base import resolve_member
+from ensemble_core.strategies.operating_point import OperatingPoint
 from ensemble_core.strategies.routing import EmbeddingRouter, RoutingDecision
 from ensemble_core.types import Message, MessagesLike, Request, to_messages
 
@@ -60,16 +61,6 @@ class RouterRecord(BaseModel):
                 "each member"
             )
         return self
-
-
-class OperatingPoint(BaseModel):
-    """What the router does on a set of records at one threshold."""
-
-    threshold: float
-    mean_quality: float
-    mean_cost: float
-    expensive_share: float = Field(description="share of requests sent to the most expensive member")
-    shares: dict[str, float] = Field(description="share of requests sent to each member")
 
 
 class LearnedRouter(EmbeddingRouter):
@@ -221,36 +212,44 @@ class LearnedRouter(EmbeddingRouter):
             shares = np.bincount(chosen, minlength=len(self._members)) / len(records)
             points.append(
                 OperatingPoint(
-                    threshold=float(threshold),
-                    mean_quality=float(quality[rows, chosen].mean()),
-                    mean_cost=float(costs[rows, chosen].mean()),
+                    thresholds=[float(threshold)],
+                    quality=float(quality[rows, chosen].mean()),
+                    cost=float(costs[rows, chosen].mean()),
                     expensive_share=float(shares[expensive]),
                     shares=dict(zip(self._members, shares.tolist(), strict=True)),
                 )
             )
         return points
 
-    def calibrate(
+    def operating_point(
         self,
         records: Sequence[RouterRecord | dict[str, Any]],
         target: float,
         metric: Literal["expensive_share", "cost"] = "expensive_share",
     ) -> OperatingPoint:
-        """Set `threshold` to the smallest value (the most quality-seeking) whose share of calls to the most
-        expensive member (`metric="expensive_share"`) or mean cost per request (`metric="cost"`) on `records`
-        is at most `target`; returns that operating point. Use records held out from `fit`."""
-        field = {"expensive_share": "expensive_share", "cost": "mean_cost"}[metric]
+        """The most quality-seeking point (smallest threshold) whose share of calls to the most expensive
+        member (`metric="expensive_share"`) or mean cost per request (`metric="cost"`) on `records` is at
+        most `target`. Use records held out from `fit`."""
         points = self.curve(records)
-        feasible = [p for p in points if getattr(p, field) <= target + 1e-12]
+        measure = {"expensive_share": lambda p: p.expensive_share, "cost": lambda p: p.cost}[metric]
+        feasible = [p for p in points if measure(p) <= target + 1e-12]
         if not feasible:
-            lowest = min(getattr(p, field) for p in points)
+            lowest = min(measure(p) for p in points)
             raise ConfigError(
                 f"learned-router cannot reach {metric} <= {target} on these records (the lowest is "
                 f"{lowest:.4g}, always routing to the cheapest): raise the target"
             )
-        point = min(feasible, key=lambda p: p.threshold)
-        self.threshold = point.threshold
-        return point
+        return min(feasible, key=lambda p: p.thresholds[0])
+
+    def calibrate(
+        self,
+        records: Sequence[RouterRecord | dict[str, Any]],
+        target: float,
+        metric: Literal["expensive_share", "cost"] = "expensive_share",
+    ) -> LearnedRouter:
+        """A copy (fitted the same) with the threshold of `operating_point(records, target, metric)`."""
+        point = self.operating_point(records, target, metric)
+        return self.model_copy(update={"threshold": point.thresholds[0]})
 
     # persistence
     # ---------------------------------------------------------------------------------------------

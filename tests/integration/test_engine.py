@@ -36,7 +36,7 @@ def test_step_reproduces_generate_greedy(name, request):
         max_new_tokens=32,
         do_sample=False,
         eos_token_id=member.eos_ids(),
-        pad_token_id=member._pad_id(),
+        pad_token_id=member.loaded().pad_id(),
     )[0, len(ids) :].tolist()
     session = member.step_session([prompt])
     stepped: list[int] = []

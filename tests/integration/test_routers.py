@@ -151,8 +151,9 @@ def test_learned_router_learns_which_member_is_good_at_what_from_real_embeddings
         for q in MATH + GEO
     ]
     router = LearnedRouter(embed=default_embed, k=4).fit(records)
-    point = router.calibrate(records, target=0.5)
-    assert point.mean_quality == pytest.approx(1.0) and point.expensive_share == pytest.approx(0.5)
+    point = router.operating_point(records, target=0.5)
+    assert point.quality == pytest.approx(1.0) and point.expensive_share == pytest.approx(0.5)
+    router = router.calibrate(records, target=0.5)
     members = [ScriptedMember(name, [f"{name} answers"]) for name in ("cheap", "pricey")]
     ens = Ensemble(members, LearnedRouter.load(router.save(tmp_path / "router")))
     assert ens.run("What is 9 times 6?").trace.chosen == "pricey"

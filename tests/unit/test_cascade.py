@@ -244,7 +244,7 @@ def test_calibrate_for_a_target_quality_finds_the_cheapest_thresholds():
     cascade = Cascade(members=["cheap", "expensive"]).calibrate(dev_set(), target_quality=1.0)
     assert cascade.thresholds is not None and 0.55 < cascade.thresholds[0] <= 0.6
     point = next(p for p in cascade.curve(dev_set()) if p.thresholds == cascade.thresholds)
-    assert point.quality == 1.0 and point.answered_by["cheap"] == pytest.approx(0.4)
+    assert point.quality == 1.0 and point.shares["cheap"] == pytest.approx(0.4)
     assert point.cost == pytest.approx(1.0 + 0.6 * 10.0)
 
 

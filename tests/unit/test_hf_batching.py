@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ensemble_core.members.hf_generation import GenerationRun
+from ensemble_core.members.hf.generation import GenerationRun
 from ensemble_core.types import Params, Request, to_messages
 
 

@@ -468,11 +468,14 @@ def test_threshold_zero_takes_the_best_prediction_and_a_large_one_the_cheapest()
 def test_calibrate_for_a_share_of_expensive_calls_finds_the_known_split():
     router = fitted_router()
     dev = synthetic_records(20, offset=100)
-    point = router.calibrate(dev, target=0.5)
+    point = router.operating_point(dev, target=0.5)
     assert point.expensive_share == pytest.approx(0.5)
-    assert point.mean_quality == pytest.approx(1.0)  # easy -> cheap, hard -> pricey: nothing lost
-    assert router.threshold == point.threshold > 0
-    ens = Ensemble(members("cheap", "pricey"), router)
+    assert point.quality == pytest.approx(1.0)  # easy -> cheap, hard -> pricey: nothing lost
+    tuned = router.calibrate(dev, target=0.5)
+    assert (
+        tuned.threshold == point.thresholds[0] > 0 and router.threshold == 0.0
+    )  # a copy; the original stays
+    ens = Ensemble(members("cheap", "pricey"), tuned)
     assert ens.run("easy question 3").trace.chosen == "cheap"
     assert ens.run(thread("hard question 5", "hmm", "hard question 5, again")).trace.chosen == "pricey"
 
@@ -481,15 +484,14 @@ def test_calibrate_for_a_cost_budget_and_the_quality_cost_curve():
     router = fitted_router()
     dev = synthetic_records(20, offset=100)
     curve = router.curve(dev)
-    assert curve[0].threshold == 0.0 and curve[0].expensive_share == 1.0
-    assert [p.mean_cost for p in curve] == sorted((p.mean_cost for p in curve), reverse=True)
-    assert curve[-1].expensive_share == 0.0 and curve[-1].mean_quality == pytest.approx(0.5)
-    point = router.calibrate(dev, target=6.0, metric="cost")
-    assert point.mean_cost == max(p.mean_cost for p in curve if p.mean_cost <= 6.0)  # spends up to the budget
-    assert point.mean_quality == pytest.approx(1.0)
-    assert router.calibrate(dev, target=5.5, metric="cost").mean_cost == pytest.approx(
-        5.5
-    )  # half at 1, half at 10
+    assert curve[0].thresholds == [0.0] and curve[0].expensive_share == 1.0
+    assert [p.cost for p in curve] == sorted((p.cost for p in curve), reverse=True)
+    assert curve[-1].expensive_share == 0.0 and curve[-1].quality == pytest.approx(0.5)
+    point = router.operating_point(dev, target=6.0, metric="cost")
+    assert point.cost == max(p.cost for p in curve if p.cost <= 6.0)  # spends up to the budget
+    assert point.quality == pytest.approx(1.0)
+    half = router.operating_point(dev, target=5.5, metric="cost")
+    assert half.cost == pytest.approx(5.5)  # half at 1, half at 10
     with pytest.raises(ConfigError, match=r"cannot reach cost <= 0.5 on these records \(the lowest is 1,"):
         router.calibrate(dev, target=0.5, metric="cost")
 
@@ -497,15 +499,16 @@ def test_calibrate_for_a_cost_budget_and_the_quality_cost_curve():
 def test_learned_router_handles_any_number_of_members():
     names = ("cheap", "mid", "pricey")
     router = LearnedRouter(embed=topic_embed, k=5).fit(synthetic_records(40, members=names))
-    point = router.calibrate(synthetic_records(20, offset=100, members=names), target=0.5)
-    assert point.mean_quality == pytest.approx(1.0)
+    dev = synthetic_records(20, offset=100, members=names)
+    point = router.operating_point(dev, target=0.5)
+    assert point.quality == pytest.approx(1.0)
     assert set(point.shares) == set(names)
-    assert Ensemble(members(*names), router).run("easy question 1").trace.chosen == "cheap"
+    tuned = router.calibrate(dev, target=0.5)
+    assert Ensemble(members(*names), tuned).run("easy question 1").trace.chosen == "cheap"
 
 
 def test_save_and_load_round_trip_without_pickle(tmp_path):
-    router = fitted_router()
-    router.calibrate(synthetic_records(20, offset=100), target=0.5)
+    router = fitted_router().calibrate(synthetic_records(20, offset=100), target=0.5)
     folder = router.save(tmp_path / "router")
     assert sorted(p.name for p in folder.iterdir()) == ["embeddings.npy", "quality.npy", "router.json"]
     loaded = LearnedRouter.load(folder, embed=topic_embed)

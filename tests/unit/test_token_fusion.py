@@ -233,11 +233,11 @@ def test_packllm_opt_weights_do_not_lose_to_any_member_alone(tiny_member, merged
 # alignment with the real tokenizers
 # ---------------------------------------------------------------------------------
 def _packaged_tokenizer(factory_name: str):
-    from ensemble_core import defaults
+    from ensemble_core.members import packaged
     from ensemble_core.members.weights import converted_folder, is_converted
 
     try:
-        member = getattr(defaults, factory_name)()
+        member = getattr(packaged, factory_name)()
     except ModelNotFoundError as err:  # the packaged model is not installed
         pytest.skip(str(err))
     folder = converted_folder(member.folder, member.gguf_file)

@@ -1,5 +1,5 @@
-"""Text generation for `HFMember`: one `GenerationRun` per request, served by a `MicroBatcher` that runs the
-requests waiting for the same model together in one batched `model.generate`, each row with its own stop
+"""Text generation for a local model: one `GenerationRun` per request, served by a `MicroBatcher` that runs
+the requests waiting for the same model together in one batched `model.generate`, each row with its own stop
 strings, token budget, stream and cancellation. Requests never share a KV cache row."""
 
 from __future__ import annotations
@@ -7,37 +7,47 @@ from __future__ import annotations
 import collections
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from ensemble_core.cpu_time import cpu_clock
+from ensemble_core.members.hf.model import LoadedModel
+from ensemble_core.members.hf.tensors import padded
 from ensemble_core.members.text_stream import TextAssembler
-from ensemble_core.members.tool_parsing import forced_call, forced_prefix, parse_tool_calls
+from ensemble_core.members.tool_parsing import parse_tool_calls
 from ensemble_core.types import Generation, Request, TokenLogprob, Usage
-
-if TYPE_CHECKING:
-    from ensemble_core.members.hf import HFMember
 
 
 class GenerationRun:
-    """One request's generation: its prompt ids, stop strings, streamed text, token log-probs and outcome."""
+    """One request's generation: its prompt ids, stop strings, streamed text, token log-probs and outcome.
+    `forced` is text the answer was made to begin with (a forced tool call's opening), which the parser puts
+    back in front; `prompt_format` names the format for the trace."""
 
-    def __init__(self, member: HFMember, request: Request, sink: queue.Queue[Any] | None = None):
-        self.member = member
-        self.forced = forced_prefix(request)
-        self.request = request = forced_call(request)
-        self.prompt_ids = member._encode_prompt(request)
-        window = member.context_window or (len(self.prompt_ids) + request.params.max_tokens)
-        self.max_new_tokens = min(request.params.max_tokens, window - len(self.prompt_ids))
-        self.assembler = TextAssembler(
-            member.decode,
-            member.stop_strings(request),
-            request.prefill,
-        )
+    def __init__(
+        self,
+        lm: LoadedModel,
+        request: Request,
+        prompt_ids: list[int],
+        stops: list[str],
+        prompt_format: str,
+        forced: str = "",
+        sink: queue.Queue[Any] | None = None,
+    ):
+        self.lm = lm
+        self.request = request
+        self.prompt_ids = prompt_ids
+        self.forced = forced
+        self.prompt_format = prompt_format
+        window = lm.context_window or (len(prompt_ids) + request.params.max_tokens)
+        self.max_new_tokens = min(request.params.max_tokens, window - len(prompt_ids))
+        self.assembler = TextAssembler(lm.decode, stops, request.prefill)
         self.sink = sink
+        self.cpu_s = 0.0
         self.new_ids: list[int] = []
         self.logprobs: list[float] = []
         self.cancelled = threading.Event()
@@ -98,17 +108,18 @@ class GenerationRun:
         else:
             finish = "length" if len(self.new_ids) >= self.max_new_tokens else "stop"
         return Generation(
-            member=self.member.name,
+            member=self.lm.name,
             text=text,
             tool_calls=tool_calls,
             logprobs=[
-                TokenLogprob(token=self.member.decode([i]), logprob=lp)
+                TokenLogprob(token=self.lm.decode([i]), logprob=lp)
                 for i, lp in zip(self.new_ids, self.logprobs, strict=True)
             ],
             usage=Usage(input_tokens=len(self.prompt_ids), output_tokens=len(self.new_ids)),
             latency_s=latency_s,
+            cpu_s=self.cpu_s,
             finish_reason=finish,
-            prompt_format="chat-template" if self.member.uses_chat_template else "plain-qa",
+            prompt_format=self.prompt_format,
         )
 
 
@@ -116,8 +127,9 @@ class MicroBatcher:
     """A worker thread per model: each round takes every waiting run that can share a batch (up to
     `max_batch`) and generates them together; runs that arrive meanwhile form the next round."""
 
-    def __init__(self, member: HFMember, max_batch: int = 8):
-        self.member = member
+    def __init__(self, name: str, loaded: Callable[[], LoadedModel], max_batch: int = 8):
+        self.name = name
+        self.loaded = loaded
         self.max_batch = max_batch
         self._queue: queue.Queue[GenerationRun] = queue.Queue()
         self._held: collections.deque[GenerationRun] = collections.deque()
@@ -128,9 +140,7 @@ class MicroBatcher:
     def submit(self, run: GenerationRun) -> Future[None]:
         with self._start_lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._serve, name=f"generate-{self.member.name}", daemon=True
-                )
+                self._thread = threading.Thread(target=self._serve, name=f"generate-{self.name}", daemon=True)
                 self._thread.start()
         self._queue.put(run)
         return run.future
@@ -168,23 +178,20 @@ class MicroBatcher:
                 run.complete()
 
     def _generate(self, runs: list[GenerationRun]) -> None:
-        member = self.member
+        lm = self.loaded()
+        started = cpu_clock()
         params = runs[0].request.params
-        width = max(len(run.prompt_ids) for run in runs)
-        pad = member._pad_id()
-        input_ids = torch.full((len(runs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(runs), width), dtype=torch.long)
-        for row, run in enumerate(runs):  # left padding: every row's next token is at the same column
-            input_ids[row, width - len(run.prompt_ids) :] = torch.tensor(run.prompt_ids)
-            mask[row, width - len(run.prompt_ids) :] = 1
+        pad = lm.pad_id()
+        # left padding: every row's next token is at the same column
+        input_ids, mask = padded([run.prompt_ids for run in runs], pad, lm.device, side="left")
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(run.max_new_tokens for run in runs),
             "do_sample": not params.greedy,
-            "eos_token_id": member.eos_ids(),
+            "eos_token_id": lm.eos_ids(),
             "pad_token_id": pad,
             "return_dict_in_generate": True,
             "output_logits": True,
-            "streamer": _RowStreamer(runs, set(member.eos_ids())),
+            "streamer": _RowStreamer(runs, set(lm.eos_ids())),
             "stopping_criteria": StoppingCriteriaList([_RowsDone(runs)]),
         }
         if not params.greedy:
@@ -192,15 +199,17 @@ class MicroBatcher:
         with torch.inference_mode():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            out = member.model.generate(
-                input_ids=input_ids.to(member.device), attention_mask=mask.to(member.device), **kwargs
-            )
+            out = lm.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
             longest = max(len(run.new_ids) for run in runs)
             for step, logits in enumerate(out.logits[:longest]):
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 for row, run in enumerate(runs):
                     if step < len(run.new_ids):
                         run.logprobs.append(float(logprobs[row, run.new_ids[step]]))
+        spent = cpu_clock() - started
+        tokens = sum(len(run.prompt_ids) + len(run.new_ids) for run in runs)
+        for run in runs:  # a batch's CPU time, shared by the tokens each row read and wrote
+            run.cpu_s = spent * (len(run.prompt_ids) + len(run.new_ids)) / max(tokens, 1)
 
 
 def _skip_cancelled(run: GenerationRun) -> bool:

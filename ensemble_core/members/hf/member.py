@@ -1,0 +1,211 @@
+"""`HFMember`: a local transformers causal LM (safetensors folder or GGUF file) that can generate, score and
+step. It puts the jobs together: loading (`loading`), prompts (`prompts`), micro-batched generation
+(`generation`), scoring (`scoring`) and stepping (`stepping`), all over one `LoadedModel`."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ensemble_core.members.base import Capability, Member, Price, member_name_from
+from ensemble_core.members.hf import prompts as hf_prompts
+from ensemble_core.members.hf.generation import GenerationRun, MicroBatcher
+from ensemble_core.members.hf.loading import default_device, load_weights, resolve_dtype
+from ensemble_core.members.hf.model import LoadedModel
+from ensemble_core.members.hf.prompts import PromptFormat
+from ensemble_core.members.hf.scoring import SharedScores, score_pairs, score_shared
+from ensemble_core.members.hf.stepping import HFStepSession
+from ensemble_core.members.tool_parsing import forced_call, forced_prefix
+from ensemble_core.members.weights import locate
+from ensemble_core.types import ContinuationScore, Delta, Generation, Request, tool_calls_to_chunks
+
+
+class HFMember(Member):
+    """A local transformers model. `path` is a safetensors folder, a `.gguf` file, or a folder plus
+    `gguf_file`. GGUF weights are de-quantised once into the user cache and loaded from there afterwards.
+
+    `prompt_format`: "chat" uses the tokenizer's chat template, "plain" a Question/Answer format for base
+    models, "auto" (default) the template when there is one. The trace records which was used. `dtype`: a
+    torch dtype or its name, "auto" (bfloat16 where the device computes it fast) or None (bfloat16 on CUDA,
+    float32 on the CPU); GGUF weights are de-quantised straight to it.
+    """
+
+    capabilities = frozenset({Capability.GENERATE, Capability.SCORE, Capability.STEP})
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        gguf_file: str | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        prompt_format: PromptFormat = "auto",
+        context_window: int | None = None,
+        trust_remote_code: bool = False,
+        price: Price | None = None,
+        timeout_s: float | None = None,
+        score_batch_size: int = 16,
+        max_batch: int = 8,
+    ):
+        self.folder, self.gguf_file = locate(path, gguf_file)
+        default_name = Path(self.gguf_file).stem if self.gguf_file else self.folder.name
+        super().__init__(
+            name or member_name_from(default_name),
+            price=price,
+            context_window=context_window,
+            timeout_s=timeout_s,
+        )
+        self.device = torch.device(device or default_device())
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.prompt_format: PromptFormat = prompt_format
+        self.trust_remote_code = trust_remote_code
+        self.score_batch_size = score_batch_size
+        self._lm: LoadedModel | None = None
+        self._batcher = MicroBatcher(self.name, self.loaded, max_batch=max_batch)
+
+    # loading --------------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the weights now (converting a GGUF file on first use); shared by members of the same model."""
+        if self._lm is not None:
+            return
+        model, tokenizer = load_weights(
+            self.folder,
+            self.gguf_file,
+            self.device,
+            self.dtype,
+            trust_remote_code=self.trust_remote_code,
+            name=self.name,
+        )
+        window = self._context_window or getattr(model.config, "max_position_embeddings", None)
+        self._lm = LoadedModel(model, tokenizer, self.device, self.name, window)
+
+    def loaded(self) -> LoadedModel:
+        """The model, tokenizer and their token-level facts, loading them on first use."""
+        self.load()
+        assert self._lm is not None
+        return self._lm
+
+    @property
+    def model(self) -> Any:
+        return self.loaded().model
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.loaded().tokenizer
+
+    @property
+    def context_window(self) -> int | None:
+        if self._lm is not None:
+            return self._lm.context_window
+        return self._context_window
+
+    @property
+    def model_name(self) -> str:
+        return self.gguf_file or self.folder.name
+
+    @property
+    def supports_tool_choice(self) -> bool:
+        """A forced call is begun in the answer itself (see `tool_parsing.forced_call`)."""
+        return True
+
+    @property
+    def uses_chat_template(self) -> bool:
+        return hf_prompts.uses_chat_template(self.tokenizer, self.prompt_format)
+
+    # prompts --------------------------------------------------------------------------------------------
+    def format_prompt(self, request: Request) -> str:
+        return hf_prompts.format_prompt(self.tokenizer, self.prompt_format, request)
+
+    def stop_strings(self, request: Request) -> list[str]:
+        return hf_prompts.stop_strings(self.tokenizer, self.prompt_format, request)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of a prompt text as generate, score and step encode it (see `LoadedModel.encode_text`)."""
+        return self.loaded().encode_text(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids, without special tokens."""
+        return self.loaded().decode(ids)
+
+    def eos_ids(self) -> list[int]:
+        return self.loaded().eos_ids()
+
+    # generate -------------------------------------------------------------------------------------------
+    def _run(self, request: Request, sink: queue.Queue[Any] | None = None) -> GenerationRun:
+        """The generation of one request: a forced tool call begun in the answer, the prompt encoded and
+        checked against the context window."""
+        lm = self.loaded()
+        forced = forced_prefix(request)
+        request = forced_call(request)
+        prompt_ids = lm.encode_text(self.format_prompt(request))
+        lm.check_fits(len(prompt_ids), room_for_one_more=True)
+        label = "chat-template" if self.uses_chat_template else "plain-qa"
+        return GenerationRun(lm, request, prompt_ids, self.stop_strings(request), label, forced, sink)
+
+    def generate(self, request: Request) -> Generation:
+        start = time.perf_counter()
+        run = self._run(request)
+        self._batcher.submit(run).result()
+        return run.generation(time.perf_counter() - start)
+
+    async def agenerate(self, request: Request) -> Generation:
+        """Queued with other requests to this model and generated in a micro-batch; cancelling the caller
+        ends this row's generation at the next token."""
+        start = time.perf_counter()
+        run = self._run(request)
+        try:
+            await asyncio.wrap_future(self._batcher.submit(run))
+        except asyncio.CancelledError:
+            run.cancelled.set()
+            raise
+        return run.generation(time.perf_counter() - start)
+
+    def stream(self, request: Request) -> Iterator[Delta]:
+        start = time.perf_counter()
+        tokens: queue.Queue[Any] = queue.Queue()
+        run = self._run(request, sink=tokens)
+        self._batcher.submit(run)
+        buffer_for_tools = bool(request.tools)
+        try:
+            while (item := tokens.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                if item and not buffer_for_tools:
+                    yield Delta(text=item, member=self.name)
+        finally:
+            run.cancelled.set()
+        generation = run.generation(time.perf_counter() - start)
+        if buffer_for_tools and (generation.text or generation.tool_calls):
+            yield Delta(
+                text=generation.text,
+                tool_call_chunks=tool_calls_to_chunks(generation.tool_calls),
+                member=self.name,
+            )
+        yield Delta(
+            member=self.name, final=True, finish_reason=generation.finish_reason, usage=generation.usage
+        )
+
+    # score ----------------------------------------------------------------------------------------------
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
+        """Sum and mean log-probability of each continuation after its prompt (raw text)."""
+        return score_pairs(self.loaded(), pairs, self.score_batch_size)
+
+    def score_shared(
+        self, groups: Sequence[tuple[str, Sequence[str]]], *, with_prompt: bool = False
+    ) -> SharedScores:
+        """Several continuations of each prompt, each prompt run once (see `scoring.score_shared`)."""
+        return score_shared(self.loaded(), groups, with_prompt=with_prompt)
+
+    # step -----------------------------------------------------------------------------------------------
+    def step_session(self, prompts: Sequence[str]) -> HFStepSession:
+        """Next-token log-probs for each prompt text (encoded as `encode_text` does), with a KV cache."""
+        lm = self.loaded()
+        return HFStepSession(lm, [lm.encode_text(p) for p in prompts])
