@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ensemble_core.asyncio_bridge import iterate_sync, run_sync
+from ensemble_core.asyncio_bridge import aclose, iterate_sync, run_sync
 from ensemble_core.config import EnsembleConfig, load_config
-from ensemble_core.errors import ConfigError
+from ensemble_core.errors import ConfigError, DeadlineExceededError, UnknownModelError
 from ensemble_core.members.base import Member
 from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.base import Strategy
@@ -68,18 +69,58 @@ class Ensemble:
         )
 
     async def arun_request(self, request: Request) -> Result:
+        """Answer one request, within its `timeout_s` when it has one."""
         ctx = RunContext(self.members, self.strategy.name)
-        return await self.strategy.arun(ctx, request)
+        work = self.strategy.arun(ctx, request)
+        if request.timeout_s is None:
+            return await work
+        try:
+            return await asyncio.wait_for(work, timeout=request.timeout_s)
+        except asyncio.TimeoutError as err:
+            raise DeadlineExceededError(request.timeout_s) from err
 
     async def arun_batch_requests(self, requests: Sequence[Request]) -> list[Result]:
-        """Answer several requests; the strategy may share work across them (token fusion batches them)."""
+        """Answer several requests; the strategy may share work across them (token fusion batches them).
+        The batch has the shortest of their `timeout_s`."""
         ctxs = [RunContext(self.members, self.strategy.name) for _ in requests]
-        return await self.strategy.arun_batch(ctxs, requests)
+        work = self.strategy.arun_batch(ctxs, requests)
+        limits = [r.timeout_s for r in requests if r.timeout_s is not None]
+        if not limits:
+            return await work
+        try:
+            return await asyncio.wait_for(work, timeout=min(limits))
+        except asyncio.TimeoutError as err:
+            raise DeadlineExceededError(min(limits)) from err
 
     async def astream_request(self, request: Request) -> AsyncIterator[Delta]:
+        """Stream the answer to one request, the whole stream within its `timeout_s` when it has one."""
         ctx = RunContext(self.members, self.strategy.name)
-        async for delta in self.strategy.astream(ctx, request):
-            yield delta
+        stream = self.strategy.astream(ctx, request)
+        loop = asyncio.get_running_loop()
+        deadline = None if request.timeout_s is None else loop.time() + request.timeout_s
+        try:
+            while True:
+                remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+                try:
+                    delta = await asyncio.wait_for(anext(stream), timeout=remaining)
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError as err:
+                    if request.timeout_s is None:
+                        raise
+                    raise DeadlineExceededError(request.timeout_s, streamed=True) from err
+                yield delta
+        finally:
+            await aclose(stream)
+
+    def for_model(self, model: str | None) -> Ensemble:
+        """The ensemble a client names: None (or "ensemble") is this one; a member's name is that member
+        alone (the `single` strategy over the same members, so breakers and loaded weights are shared)."""
+        if model is None or model == "ensemble":
+            return self
+        if model not in self.members:
+            raise UnknownModelError(model, list(self.members))
+        return Ensemble(list(self.members.values()), "single", members=[model])
 
     # the four entry points ----------------------------------------------------------------------------------
     async def arun(self, prompt: MessagesLike, **kwargs: Any) -> Result:

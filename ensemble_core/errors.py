@@ -64,3 +64,26 @@ class AllMembersFailedError(EnsembleError, RuntimeError):
         lines = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in errors.items())
         super().__init__(f"every member failed ({lines})")
         self.errors = dict(errors)
+
+
+class DeadlineExceededError(EnsembleError, TimeoutError):
+    """The whole ensemble call took longer than the request's `timeout_s`."""
+
+    def __init__(self, timeout_s: float, streamed: bool = False):
+        what = "finish its stream" if streamed else "answer"
+        super().__init__(
+            f"the ensemble did not {what} within timeout={timeout_s} s: raise the timeout, lower max_tokens, "
+            "or use faster members"
+        )
+        self.timeout_s = timeout_s
+
+
+class UnknownModelError(ConfigError):
+    """A client named a model that is neither the ensemble nor one of its members."""
+
+    def __init__(self, model: str, members: list[str]):
+        super().__init__(
+            f"model={model!r} names no member of this ensemble; the members are: {', '.join(members)} "
+            "(leave model out, or name the ensemble, to ask the whole ensemble)"
+        )
+        self.model = model

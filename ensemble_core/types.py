@@ -220,6 +220,12 @@ class Request(_Strict):
     tools: list[ToolSpec] = Field(default_factory=list)
     tool_choice: str | None = None
     params: Params = Field(default_factory=Params)
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds the whole call may take, every member and the strategy's own work included; "
+        "past it the call fails with DeadlineExceededError",
+    )
     prefill: str = Field(
         default="",
         description="text the assistant's answer already begins with; the member continues it and returns "

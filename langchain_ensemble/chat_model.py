@@ -4,7 +4,6 @@ ensemble's strategy decides who answers and how."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ensemble_core.asyncio_bridge import aclose, iterate_sync, run_sync
-from ensemble_core.defaults import DEFAULT_STRATEGY
+from ensemble_core.defaults import DEFAULT_STRATEGY, resolve_ensemble
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
@@ -39,15 +38,18 @@ class EnsembleChatModel(BaseChatModel):
     """A LangChain chat model whose answers come from an ensemble of LLMs.
 
     Build it from an `Ensemble` (`EnsembleChatModel(ensemble=ens)`), from a config file
-    (`EnsembleChatModel.from_config("ensemble.yaml")`), or from members and a strategy name
-    (`EnsembleChatModel(members=[...], strategy="fallback", strategy_params={...})`). Members are engine
-    members (`HFMember`, `OpenAICompatMember`, ...) or LangChain chat models, which are wrapped in
-    `LangChainMember`. A call's `model=` names one member to answer alone.
+    (`EnsembleChatModel.from_config("ensemble.yaml")`), from members and a strategy name
+    (`EnsembleChatModel(members=[...], strategy="fallback", strategy_params={...})`), or with no arguments
+    for the embedded default ensemble. Members are engine members (`HFMember`, `OpenAICompatMember`, ...)
+    or LangChain chat models, which are wrapped in `LangChainMember`. `.ensemble` is the `Ensemble` that
+    answers; a call's `model=` names one member to answer alone.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    ensemble: Ensemble | None = Field(default=None, exclude=True, description="the ensemble that answers")
+    ensemble: Ensemble | None = Field(
+        default=None, exclude=True, description="the ensemble that answers (default: the embedded one)"
+    )
     members: list[Member | BaseChatModel] | None = Field(
         default=None,
         exclude=True,
@@ -71,29 +73,20 @@ class EnsembleChatModel(BaseChatModel):
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] | None = Field(default=None, description="stop sequences for every call")
-    timeout: float | None = Field(default=None, gt=0, description="seconds a whole ensemble call may take")
+    timeout: float | None = Field(
+        default=None, gt=0, description="seconds a whole ensemble call may take (the request's timeout_s)"
+    )
     streaming: bool = Field(default=False, description="invoke() streams internally (callbacks see tokens)")
 
     _ensemble: Ensemble = PrivateAttr()
 
     @model_validator(mode="after")
     def _build_ensemble(self) -> EnsembleChatModel:
-        if self.ensemble is not None and self.members is not None:
-            raise ConfigError("pass either ensemble=... or members=[...] (with strategy=...), not both")
-        if self.ensemble is not None:
-            if self.strategy is not None or self.strategy_params:
-                raise ConfigError(
-                    "strategy and strategy_params go with members=[...]; an Ensemble has its strategy"
-                )
-            self._ensemble = self.ensemble
-        elif self.members:
+        members = None
+        if self.members is not None:
             members = [m if isinstance(m, Member) else LangChainMember(m) for m in self.members]
-            self._ensemble = Ensemble(members, self.strategy or DEFAULT_STRATEGY, **self.strategy_params)
-        else:
-            raise ConfigError(
-                "EnsembleChatModel needs an ensemble: pass ensemble=Ensemble(...), members=[...] with "
-                "strategy='...', or use EnsembleChatModel.from_config('ensemble.yaml')"
-            )
+        self._ensemble = resolve_ensemble(self.ensemble, members, self.strategy, self.strategy_params)
+        self.ensemble = self._ensemble
         if self.model_name is None:
             self.model_name = _ensemble_name(self._ensemble)
         if self.profile is None:  # the base class resolves it before the ensemble exists
@@ -104,11 +97,6 @@ class EnsembleChatModel(BaseChatModel):
     def from_config(cls, config: str | Path | dict[str, Any], **kwargs: Any) -> EnsembleChatModel:
         """Build from an ensemble config file (YAML/JSON) or dict; kwargs set the chat model's own fields."""
         return cls(ensemble=Ensemble.from_config(config), **kwargs)
-
-    @property
-    def engine(self) -> Ensemble:
-        """The `Ensemble` that answers."""
-        return self._ensemble
 
     # LangChain metadata -------------------------------------------------------------------------------------
     @property
@@ -255,51 +243,26 @@ class EnsembleChatModel(BaseChatModel):
             tools=tools,
             tool_choice=tool_choice,
             params=Params(**{k: v for k, v in params.items() if v is not None}, stop=stop or []),
+            timeout_s=self.timeout,
         )
         return ensemble, request
 
     def _ensemble_for(self, model: str | None) -> Ensemble:
         """`model=` at call time: the ensemble's own name (or None) means the whole ensemble; a member's name
-        means that member alone (the `single` strategy over the same members)."""
-        if model is None or model == self.model_name:
-            return self._ensemble
-        if model not in self._ensemble.members:
-            raise ConfigError(
-                f"model={model!r} names no member of this ensemble; the members are: "
-                f"{', '.join(self._ensemble.members)} (leave model out to ask the whole ensemble)"
-            )
-        return Ensemble(list(self._ensemble.members.values()), "single", member=model)
+        means that member alone (`Ensemble.for_model`)."""
+        return self._ensemble.for_model(None if model == self.model_name else model)
 
     def _name_for(self, ensemble: Ensemble) -> str:
         return (self.model_name or "") if ensemble is self._ensemble else _ensemble_name(ensemble)
 
     async def _arun(self, ensemble: Ensemble, request: Request) -> Result:
-        if self.timeout is None:
-            return await ensemble.arun_request(request)
-        try:
-            return await asyncio.wait_for(ensemble.arun_request(request), timeout=self.timeout)
-        except TimeoutError as err:
-            raise TimeoutError(f"the ensemble did not answer within timeout={self.timeout} s") from err
+        return await ensemble.arun_request(request)
 
     async def _adeltas(self, ensemble: Ensemble, request: Request) -> AsyncIterator[Delta]:
-        """The ensemble's deltas as it decides them, empty ones left out, within `timeout` for the whole
-        stream."""
-        loop = asyncio.get_running_loop()
-        deadline = None if self.timeout is None else loop.time() + self.timeout
+        """The ensemble's deltas as it decides them, empty ones left out."""
         stream = ensemble.astream_request(request)
         try:
-            while True:
-                remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
-                try:
-                    delta = await asyncio.wait_for(anext(stream), timeout=remaining)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError as err:
-                    if deadline is None:
-                        raise
-                    raise TimeoutError(
-                        f"the ensemble did not finish within timeout={self.timeout} s"
-                    ) from err
+            async for delta in stream:
                 if delta.final or delta.text or delta.tool_call_chunks:
                     yield delta
         finally:

@@ -37,6 +37,7 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 from llama_index.core.tools.types import BaseTool
 
 from ensemble_core.asyncio_bridge import iterate_sync, run_sync
+from ensemble_core.defaults import resolve_ensemble
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
@@ -66,10 +67,11 @@ class EnsembleLLM(FunctionCallingLLM):
     """Several LLMs answering as one LlamaIndex LLM.
 
     Build it from an `Ensemble` (`EnsembleLLM(ensemble=ens)`), a config file
-    (`EnsembleLLM.from_config(path)`), or members and a strategy (`EnsembleLLM(members=[...],
-    strategy="fallback")`; LlamaIndex LLMs among the members are wrapped in `LlamaIndexMember`). The fields
-    are the default generation parameters; a call's keyword arguments (max_tokens, temperature, top_p, stop,
-    seed) override them.
+    (`EnsembleLLM.from_config(path)`), members and a strategy (`EnsembleLLM(members=[...],
+    strategy="fallback")`; LlamaIndex LLMs among the members are wrapped in `LlamaIndexMember`), or with no
+    arguments for the embedded default ensemble. `.ensemble` is the `Ensemble` that answers. The fields are
+    the default generation parameters; a call's keyword arguments (max_tokens, temperature, top_p, stop,
+    seed, and `model=` naming one member to answer alone) override them.
     """
 
     max_tokens: int = Field(default=256, ge=1, description="the most tokens an answer may have")
@@ -77,6 +79,9 @@ class EnsembleLLM(FunctionCallingLLM):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     stop: list[str] = Field(default_factory=list, description="strings that end the answer")
     seed: int | None = Field(default=None, description="sampling seed, for reproducible sampled answers")
+    timeout: float | None = Field(
+        default=None, gt=0, description="seconds a whole ensemble call may take (the request's timeout_s)"
+    )
 
     _ensemble: Ensemble = PrivateAttr()
 
@@ -90,7 +95,8 @@ class EnsembleLLM(FunctionCallingLLM):
         **fields: Any,
     ) -> None:
         super().__init__(**fields)
-        self._ensemble = _build_ensemble(ensemble, members, strategy, strategy_params)
+        wrapped = wrap_members(members) if members is not None else None
+        self._ensemble = resolve_ensemble(ensemble, wrapped, strategy, strategy_params)
 
     @classmethod
     def from_config(cls, config: str | Path | Mapping[str, Any], **fields: Any) -> EnsembleLLM:
@@ -206,30 +212,34 @@ class EnsembleLLM(FunctionCallingLLM):
         return selections
 
     # translation --------------------------------------------------------------------------------------------
-    def _request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Request:
-        """An engine request from chat messages, tools and per-call params (the fields fill in the rest)."""
+    def _prepare(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> tuple[Ensemble, Request]:
+        """The ensemble that answers this call (the whole one, or the member named by `model=`) and the
+        engine request from chat messages, tools and per-call params (the fields fill in the rest)."""
         tools = [
             t if not isinstance(t, BaseTool) else to_tool_spec(t) for t in kwargs.pop("tools", None) or []
         ]
         tool_choice = to_tool_choice(
             kwargs.pop("tool_choice", None), bool(kwargs.pop("tool_required", False))
         )
+        ensemble = self._ensemble.for_model(kwargs.pop("model", None))
         unknown = sorted(set(kwargs) - set(_PARAMS))
         if unknown:
             raise ConfigError(
                 f"EnsembleLLM does not take {', '.join(map(repr, unknown))}; per-call options are: "
-                f"{', '.join(_PARAMS)}, tools, tool_choice"
+                f"{', '.join(_PARAMS)}, model, tools, tool_choice"
             )
         params = {name: getattr(self, name) for name in _PARAMS} | kwargs
-        return self._ensemble.request(
+        request = ensemble.request(
             to_engine_messages(messages), tools=tools or None, tool_choice=tool_choice, **params
         )
+        return ensemble, request.model_copy(update={"timeout_s": self.timeout})
 
     def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return run_sync(self._achat(messages, **kwargs))
 
     async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        result = await self._ensemble.arun_request(self._request(messages, kwargs))
+        ensemble, request = self._prepare(messages, kwargs)
+        result = await ensemble.arun_request(request)
         return ChatResponse(
             message=chat_message(result.text, result.tool_calls),
             raw=self._raw(result.usage, result.trace, result.finish_reason),
@@ -240,14 +250,14 @@ class EnsembleLLM(FunctionCallingLLM):
 
     def _astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> AsyncIterator[ChatResponse]:
         """The request is checked now, so bad input fails at the call rather than at the first iteration."""
-        return self._responses(self._request(messages, kwargs))
+        return self._responses(*self._prepare(messages, kwargs))
 
-    async def _responses(self, request: Request) -> AsyncIterator[ChatResponse]:
+    async def _responses(self, ensemble: Ensemble, request: Request) -> AsyncIterator[ChatResponse]:
         """One response per delta, each with the message so far; the last one carries usage and trace."""
         text = ""
         chunks: list[ToolCallChunk] = []
         calls: list[ToolCall] = []
-        async for delta in self._ensemble.astream_request(request):
+        async for delta in ensemble.astream_request(request):
             text += delta.text
             if delta.tool_call_chunks:
                 chunks.extend(delta.tool_call_chunks)
@@ -282,21 +292,3 @@ def _whole_calls(chunks: list[ToolCallChunk], previous: list[ToolCall]) -> list[
         return merge_tool_call_chunks(chunks)
     except ValueError:
         return previous
-
-
-def _build_ensemble(
-    ensemble: Ensemble | None,
-    members: Sequence[Member | LLM] | None,
-    strategy: Strategy | str | None,
-    strategy_params: Mapping[str, Any] | None,
-) -> Ensemble:
-    if ensemble is not None:
-        if members is not None or strategy is not None or strategy_params:
-            raise ConfigError("pass either ensemble=... or members=... with strategy=..., not both")
-        return ensemble
-    if not members:
-        raise ConfigError(
-            "EnsembleLLM needs an ensemble: EnsembleLLM(ensemble=Ensemble(...)), "
-            "EnsembleLLM.from_config(path), or EnsembleLLM(members=[...], strategy='fallback')"
-        )
-    return Ensemble(wrap_members(members), strategy or "fallback", **dict(strategy_params or {}))

@@ -17,8 +17,11 @@ from ensemble_core import (
     ToolCall,
     UnknownStrategyError,
 )
+from ensemble_core.asyncio_bridge import run_sync
+from ensemble_core.errors import DeadlineExceededError, UnknownModelError
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.strategies import Fallback, Single, Strategy
+from ensemble_core.types import Delta
 
 
 class _NeedsScore(Single):
@@ -157,3 +160,30 @@ def test_every_registered_strategy_declares_its_metadata():
     for name in strategy_names():
         cls = strategy_class(name)
         assert issubclass(cls, Strategy) and cls.name == name and cls.summary
+
+
+def test_a_request_deadline_ends_a_slow_call_with_a_named_error():
+    ens = Ensemble([ScriptedMember("slow", ["late"], delay_s=2.0)], "single", member="slow")
+    request = ens.request("?").model_copy(update={"timeout_s": 0.1})
+    with pytest.raises(DeadlineExceededError, match=r"did not answer within timeout=0.1 s"):
+        run_sync(ens.arun_request(request))
+
+    async def stream() -> list[Delta]:
+        return [d async for d in ens.astream_request(request)]
+
+    with pytest.raises(DeadlineExceededError, match=r"did not finish its stream within timeout=0.1 s"):
+        run_sync(stream())
+    fast = Ensemble([ScriptedMember("fast", ["now"])], "single", member="fast")
+    assert run_sync(fast.arun_request(fast.request("?").model_copy(update={"timeout_s": 5.0}))).text == "now"
+
+
+def test_for_model_names_the_ensemble_or_one_member():
+    ens = Ensemble([ScriptedMember("a", ["from a"]), ScriptedMember("b", ["from b"])], "fallback")
+    assert ens.for_model(None) is ens and ens.for_model("ensemble") is ens
+    alone = ens.for_model("b")
+    assert alone.strategy.name == "single" and alone.run("?").text == "from b"
+    assert alone.members["b"] is ens.members["b"]  # the same member: breaker and weights shared
+    with pytest.raises(
+        UnknownModelError, match=r"model='c' names no member of this ensemble; the members are: a, b"
+    ):
+        ens.for_model("c")

@@ -13,6 +13,7 @@ from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
 from ensemble_core import Ensemble
+from ensemble_core.defaults import DEFAULT_STRATEGY, default_members
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.run_context import RunContext
@@ -63,11 +64,11 @@ def tool_caller(name: str = "tools") -> ScriptedMember:
 # ------------------------------------------------------------------------------------------------
 def test_built_from_an_ensemble_members_or_a_config(tmp_path):
     ens = Ensemble([ScriptedMember("a", ["hi"])], "single", member="a")
-    assert EnsembleChatModel(ensemble=ens).engine is ens
+    assert EnsembleChatModel(ensemble=ens).ensemble is ens
     chat = EnsembleChatModel(
         members=[ScriptedMember("a", ["hi"])], strategy="single", strategy_params={"member": "a"}
     )
-    assert chat.engine.strategy.name == "single"
+    assert chat.ensemble.strategy.name == "single"
     from ensemble_core.strategies import Single
 
     instance = EnsembleChatModel(members=[ScriptedMember("a", ["hi"])], strategy=Single(member="a"))
@@ -75,16 +76,20 @@ def test_built_from_an_ensemble_members_or_a_config(tmp_path):
     config = tmp_path / "ensemble.yaml"
     config.write_text("members:\n  - {type: packaged, model: smollm2}\nstrategy: {name: fallback}\n")
     from_file = EnsembleChatModel.from_config(config, max_tokens=8)
-    assert list(from_file.engine.members) == ["smollm2"] and from_file.max_tokens == 8
+    assert list(from_file.ensemble.members) == ["smollm2"] and from_file.max_tokens == 8
+
+
+def test_no_arguments_is_the_embedded_default_ensemble():
+    chat = EnsembleChatModel()
+    assert chat.ensemble.strategy.name == DEFAULT_STRATEGY
+    assert list(chat.ensemble.members) == [m.name for m in default_members()]
 
 
 def test_construction_errors_say_what_to_pass():
-    with pytest.raises(ValueError, match="needs an ensemble"):
-        EnsembleChatModel()
     ens = Ensemble([ScriptedMember("a", ["hi"])])
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="either ensemble=.* an Ensemble has its own members and strategy"):
         EnsembleChatModel(ensemble=ens, members=[ScriptedMember("b", ["x"])])
-    with pytest.raises(ValueError, match="an Ensemble has its strategy"):
+    with pytest.raises(ValueError, match="an Ensemble has its own members and strategy"):
         EnsembleChatModel(ensemble=ens, strategy="single")
     with pytest.raises(ValueError, match="unknown strategy"):
         EnsembleChatModel(members=[ScriptedMember("a", ["hi"])], strategy="no-such")

@@ -91,7 +91,7 @@ def test_wraps_a_langchain_model_with_its_name_and_usage():
 
 def test_langchain_models_passed_as_members_are_wrapped():
     chat = EnsembleChatModel(members=[ToolFake(), ScriptedMember("local", ["x"])])
-    assert isinstance(chat.engine.members["tool-fake"], LangChainMember)
+    assert isinstance(chat.ensemble.members["tool-fake"], LangChainMember)
 
 
 def test_tool_calls_pass_through_as_produced_with_tool_choice():

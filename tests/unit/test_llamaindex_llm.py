@@ -23,6 +23,7 @@ from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel, Field
 
 from ensemble_core import CapabilityError, ConfigError, Ensemble, Member, Request, ToolCall, Trace
+from ensemble_core.defaults import DEFAULT_STRATEGY, default_members
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.types import Generation
 from llamaindex_ensemble import EnsembleLLM
@@ -115,9 +116,13 @@ def test_built_from_a_config_file(tmp_path):
     assert llm.max_tokens == 12
 
 
+def test_no_arguments_is_the_embedded_default_ensemble():
+    llm = EnsembleLLM()
+    assert llm.ensemble.strategy.name == DEFAULT_STRATEGY
+    assert list(llm.ensemble.members) == [m.name for m in default_members()]
+
+
 def test_construction_errors_say_what_to_pass():
-    with pytest.raises(ConfigError, match="needs an ensemble"):
-        EnsembleLLM()
     ens = Ensemble([ScriptedMember("a", ["x"])])
     with pytest.raises(ConfigError, match="either ensemble"):
         EnsembleLLM(ensemble=ens, members=[ScriptedMember("b", ["y"])])
