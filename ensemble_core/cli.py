@@ -235,10 +235,11 @@ def serve(
     uvicorn.run(create_app(ensemble, model_name, trace), host=host, port=port)  # type: ignore[arg-type]
 
 
-from ensemble_core.eval.commands import bench_command, eval_command  # noqa: E402
+from ensemble_core.eval.commands import bench_command, eval_command, tune_command  # noqa: E402
 
 app.command("eval")(eval_command)
 app.command("bench")(bench_command)
+app.command("tune")(tune_command)
 
 
 if __name__ == "__main__":

@@ -241,3 +241,89 @@ def bench_command(
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
         Console().print(f"figures: {out / 'bench.json'}")
+
+
+def tune_command(
+    data: Annotated[str, typer.Option("--data", "-d", help="a public set or a JSONL file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the ensemble config to write (YAML)")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="config whose members take part (default: the four packaged)"),
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option("--budget", help="most CPU seconds per item (on dev) the chosen method may cost"),
+    ] = None,
+    max_share: Annotated[
+        float | None,
+        typer.Option("--max-share", help="most share of the strongest member's CPU seconds it may cost"),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="report folder, also the cache of scores (default: reports/tune/SET)"),
+    ] = None,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="the split's seed")] = 0,
+    dev_size: Annotated[int, typer.Option("--dev-size", help="dev items of the split")] = 300,
+    test_size: Annotated[int, typer.Option("--test-size", help="test items of the split")] = 500,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the public sets")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")] = 0,
+) -> None:
+    """Fit every tunable method on a fixed dev split, judge each on the test split, report them, and write the
+    config of the best one under the budget (its test accuracy and cost in the comments) for `ask --config`
+    and `EnsembleChatModel.from_config`."""
+    import torch
+
+    from ensemble_core.config import load_config
+    from ensemble_core.eval import tune_report
+    from ensemble_core.eval.splits import Split
+    from ensemble_core.eval.tune import choose, load_split_dataset, tune, write_config
+
+    if budget is not None and max_share is not None:
+        raise typer.BadParameter("give --budget or --max-share, not both")
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        split = Split(part="both", seed=split_seed, dev_size=dev_size, test_size=test_size)
+        dataset = load_split_dataset(data, data_dir, split)
+        members_config = load_config(config or _PACKAGED_FOUR)
+        members = members_config.build_members()
+        folder = report or Path("reports") / "tune" / dataset.name
+        with _progress() as factory:
+            summary, _ = tune(dataset, members, split, folder, factory, command=_command_line())
+        row = choose(summary, budget=budget, max_share=max_share)
+        summary.chosen = row.label
+        if budget is not None:
+            summary.budget = f"{budget} CPU s per item"
+        elif max_share is not None:
+            summary.budget = f"{max_share:.0%} of {summary.members[-1]}'s CPU seconds"
+        written = write_config(row, members_config, summary, out)
+        shown = tune_report.write(summary, folder)
+    except EnsembleError as error:
+        _console.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from error
+    table = Table(title=f"{dataset.name}: fitted on dev, judged on test", title_justify="left")
+    for column in ("method", "dev acc %", "test acc %", "test CPU s/item", "vs best member"):
+        table.add_column(column)
+    for r in sorted(summary.rows, key=lambda r: r.test_cpu_s):
+        versus = r.versus_best_member
+        table.add_row(
+            r.label,
+            f"{100 * r.dev_accuracy:.1f}",
+            f"{100 * r.test_accuracy:.1f}",
+            f"{r.test_cpu_s:.3f}",
+            "best"
+            if versus is None
+            else f"{100 * versus.gain:+.1f} [{100 * versus.ci_low:+.1f}, {100 * versus.ci_high:+.1f}]",
+        )
+    Console().print(table)
+    Console().print(f"chosen on dev: {escape(row.label)} -> {written}; report: {shown}")
+
+
+_PACKAGED_FOUR = {
+    "members": [
+        {"type": "packaged", "model": "smollm2"},
+        {"type": "packaged", "model": "gemma3"},
+        {"type": "packaged", "model": "qwen05"},
+        {"type": "packaged", "model": "qwen15"},
+    ]
+}

@@ -1,8 +1,10 @@
 """Confidence scorers for cascades: how sure a member is of its own answer, higher is surer.
 
 - `mean-logprob`: the mean token log-probability of the answer (FrugalGPT's cheapest signal);
-- `self-verify`: P("Yes") when the member is asked whether its answer is correct (AutoMix);
-- `agreement`: the share of k sampled answers that agree with the answer (self-consistency).
+- `self-verify`: P("Yes") when the member (or a named, stronger `verifier`) is asked whether the answer is
+  correct (AutoMix);
+- `agreement`: the share of k sampled answers that agree with the answer (self-consistency);
+- `peer-agreement`: the share of other (cheap) members whose own answer agrees with it.
 
 Each is a pydantic model, so a config names one by `kind` with its parameters; subclass `ConfidenceScorer` for
 a custom one.
@@ -34,6 +36,14 @@ class ConfidenceScorer(BaseModel, ABC):
     default_threshold: ClassVar[float]
     requires: ClassVar[frozenset[Capability]] = frozenset()
 
+    def helpers(self) -> list[str]:
+        """Names of the other members this scorer calls (a verifier, peers); they must be in the ensemble."""
+        return []
+
+    def judge_of(self, answering: str) -> str:
+        """The member whose capabilities (`requires`) score an answer by `answering`."""
+        return answering
+
     @abstractmethod
     async def confidence(
         self, ctx: RunContext, member: Member, request: Request, answer: Generation
@@ -64,16 +74,28 @@ class MeanLogprob(ConfidenceScorer):
 
 
 class SelfVerify(ConfidenceScorer):
-    """AutoMix self-verification: the member's P("Yes") that its own answer is correct (needs `score`)."""
+    """AutoMix self-verification: P("Yes") that the answer is correct, asked of the answering member or of a
+    named `verifier` (a stronger member reading the cheap answer: one scoring pass, no generation). The one
+    asked needs `score`."""
 
     kind: Literal["self-verify"] = "self-verify"
     default_threshold: ClassVar[float] = 0.5
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SCORE})
+    verifier: str | None = Field(
+        default=None, description="member that judges the answer; default: the member that answered"
+    )
+
+    def helpers(self) -> list[str]:
+        return [self.verifier] if self.verifier else []
+
+    def judge_of(self, answering: str) -> str:
+        return self.verifier or answering
 
     async def confidence(
         self, ctx: RunContext, member: Member, request: Request, answer: Generation
     ) -> float:
-        return await self_verification(ctx, member, request, answer)
+        judge = ctx.member(self.verifier) if self.verifier else member
+        return await self_verification(ctx, judge, request, answer)
 
 
 class Agreement(ConfidenceScorer):
@@ -101,9 +123,33 @@ class Agreement(ConfidenceScorer):
         return sum(answer_key(s, normalise) == key for s in answered) / len(answered)
 
 
-BuiltinScorer = Annotated[MeanLogprob | SelfVerify | Agreement, Field(discriminator="kind")]
+class PeerAgreement(ConfidenceScorer):
+    """The share of `peers` (other members, answering the same request now) whose normalised answer equals
+    this one; peers that fail are left out of the share."""
+
+    kind: Literal["peer-agreement"] = "peer-agreement"
+    default_threshold: ClassVar[float] = 0.5
+    peers: list[str] = Field(min_length=1, description="members whose answers are compared with this one")
+    normaliser: NormaliserName = Field(default="auto", description="how answers are compared (see Vote)")
+
+    def helpers(self) -> list[str]:
+        return list(self.peers)
+
+    async def confidence(
+        self, ctx: RunContext, member: Member, request: Request, answer: Generation
+    ) -> float:
+        peers = [ctx.member(name) for name in self.peers if name != member.name]
+        answers, errors = await ctx.generate_all(peers, [request], role="peer", raise_if_none=False)
+        if not answers:
+            raise MemberError(member.name, f"no peer answered for the peer-agreement score ({errors})")
+        normalise = resolve_normaliser(self.normaliser)
+        key = answer_key(answer, normalise)
+        return sum(answer_key(a, normalise) == key for a in answers) / len(answers)
+
+
+BuiltinScorer = Annotated[MeanLogprob | SelfVerify | Agreement | PeerAgreement, Field(discriminator="kind")]
 _BUILTIN: TypeAdapter[Any] = TypeAdapter(BuiltinScorer)
-SCORER_KINDS = ("mean-logprob", "self-verify", "agreement")
+SCORER_KINDS = ("mean-logprob", "self-verify", "agreement", "peer-agreement")
 
 
 def to_scorer(value: Any) -> Any:

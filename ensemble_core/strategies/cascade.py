@@ -15,7 +15,7 @@ from ensemble_core.errors import AllMembersFailedError, ConfigError, EnsembleErr
 from ensemble_core.members.base import Member, generation_to_deltas
 from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.confidence import ConfidenceScorer, MeanLogprob, to_scorer
-from ensemble_core.strategies.base import Strategy
+from ensemble_core.strategies.base import Strategy, resolve_member
 from ensemble_core.strategies.cascade_calibration import (
     CascadeRecord,
     CostKind,
@@ -76,10 +76,16 @@ class Cascade(Strategy):
     def default_participants(self, members: Sequence[Member]) -> list[Member]:
         return sorted(members, key=lambda m: m.price.input_per_token + m.price.output_per_token)
 
+    def role_members(self, members: Sequence[Member]) -> list[Member]:
+        return [
+            resolve_member(members, name, f"cascade.scorer ({self.scorer.kind})")
+            for name in self.scorer.helpers()
+        ]
+
     def check(self, members: Mapping[str, Member]) -> None:
         super().check(members)
         order = self.participants(list(members.values()))
-        for member in order[:-1]:
+        for member in dict.fromkeys(members[self.scorer.judge_of(m.name)] for m in order[:-1]):
             for capability in sorted(self.scorer.requires, key=lambda c: c.value):
                 member.require(capability, f"the cascade's {self.scorer.kind!r} scorer")
         if self.thresholds is not None and len(self.thresholds) != len(order) - 1:
