@@ -172,6 +172,14 @@ class Evaluation:
     def choice_items(self) -> list[ChoiceItem]:
         return [i for i in self.dataset.items if isinstance(i, ChoiceItem)]
 
+    def needs_prompt_scores(self) -> bool:
+        """Whether a strategy weighs members by the prompt's perplexity (PackLLM-sim): only then is the
+        prompt's own log-probability worth its cost (the output layer on every prompt token)."""
+        return any(
+            t.spec.name == CHOICE_ENSEMBLE and t.spec.params.get("weights") == "packllm-sim"
+            for t in self.targets
+        )
+
     def needs_scores(self) -> bool:
         return any(t.protocol in ("loglik", "routed") for t in self.targets)
 
@@ -214,7 +222,13 @@ class Evaluation:
     def _score_member(
         self, name: str, items: list[ChoiceItem], into: dict[str, ChoiceScores], step: Callable[[], None]
     ) -> None:
-        for item, scored in score_items(self.members[name], items, batch_choices=self.batch_choices):
+        scored_items = score_items(
+            self.members[name],
+            items,
+            batch_choices=self.batch_choices,
+            with_prompt=self.needs_prompt_scores(),
+        )
+        for item, scored in scored_items:
             self.cache.append(f"scores.{name}", item.id, scored.model_dump())
             into[item.id] = scored
             step()

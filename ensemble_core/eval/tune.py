@@ -81,7 +81,7 @@ def collect(
             step = progress(f"scoring with {member.name}", len(items))
             for _ in range(len(items) - len(todo)):
                 step()
-            for item, scored in score_items(member, todo):
+            for item, scored in score_items(member, todo, with_prompt=False):
                 cache.append(f"scores.{member.name}", item.id, scored.model_dump())
                 done[item.id] = scored
                 step()
