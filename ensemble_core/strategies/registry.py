@@ -17,6 +17,7 @@ STRATEGIES: dict[str, str] = {
     "rank-and-fuse": "ensemble_core.strategies.rank_and_fuse:RankAndFuse",
     "vote": "ensemble_core.strategies.vote:Vote",
     "mbr": "ensemble_core.strategies.mbr:MBR",
+    "mixture-of-agents": "ensemble_core.strategies.mixture_of_agents:MixtureOfAgents",
     "span-fusion": "ensemble_core.strategies.span_fusion:SpanFusion",
     "step-fusion": "ensemble_core.strategies.step_fusion:StepFusion",
     "token-fusion": "ensemble_core.strategies.token_fusion:TokenFusion",

@@ -83,6 +83,7 @@ STRATEGIES = {
         "embed": _embed,
     },
     "perplexity-router": {},
+    "mixture-of-agents": {"aggregator": "good2"},
 }
 FAULTS = ["raises", "hangs", "empty", "dies"]
 
