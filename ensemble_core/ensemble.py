@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,8 @@ class Ensemble:
 
     `strategy` is a `Strategy` instance or a registered name (its parameters as keyword arguments):
     `Ensemble(members, "single", member="smollm2")`. Construction checks that every member the strategy uses
-    has the capabilities it needs.
+    has the capabilities it needs, as far as is known without the network; `load` / `aload` probe what can
+    only be asked of a server, and check again.
     """
 
     def __init__(
@@ -108,6 +110,17 @@ class Ensemble:
     def stream(self, prompt: MessagesLike, **kwargs: Any) -> Iterator[Delta]:
         request = self.request(prompt, **kwargs)
         return iterate_sync(self.astream_request(request))
+
+    def load(self) -> None:
+        """`aload` from sync code."""
+        run_sync(self.aload())
+
+    async def aload(self) -> None:
+        """Load every member the strategy uses (weights, clients, capability probes), concurrently, then check
+        the strategy's needs again with what the probes found: construction never reaches the network, so
+        this is where an unreachable or unsuitable server is found (a `CapabilityError` that says why)."""
+        await asyncio.gather(*(member.aload() for member in self.members_used()))
+        self.strategy.check(self.members)
 
     def members_used(self) -> list[Member]:
         return self.strategy.members_used(list(self.members.values()))
