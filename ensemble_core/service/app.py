@@ -58,6 +58,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: One server-sent event of a streamed completion: a `chat.completion.chunk`, then `[DONE]`; a failure
+#: mid-stream sends an OpenAI error object before `[DONE]`.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "a chat.completion.chunk or an error object as JSON, or [DONE] at the end",
+        },
+        "event": {"type": "string"},
+    },
+}
+
+
 class _Loading:
     """Where loading the members stands: `/ready` reports it, and requests wait for `ready`."""
 
@@ -131,7 +146,7 @@ def create_app(ensemble: Ensemble, settings: ServiceSettings | None = None) -> F
         "/v1/chat/completions",
         response_model=ChatCompletion,
         responses={
-            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}},
             **_ERRORS,
         },
     )
@@ -178,7 +193,7 @@ def create_app(ensemble: Ensemble, settings: ServiceSettings | None = None) -> F
             usage=UsageOut.of(result.usage),
             ensemble_trace=shown(result.trace),
         )
-        return JSONResponse(completion.model_dump(mode="json", exclude_none=True))
+        return JSONResponse(completion.model_dump(mode="json"))
 
     app.add_middleware(
         Guard,
