@@ -28,9 +28,10 @@ _NAME = r"^[A-Za-z0-9_\-.]{1,64}$"
 
 class _Lenient(BaseModel):
     """Fields OpenAI clients send that the ensemble does not use are ignored, as OpenAI-compatible servers
-    ignore them; every field it reads is checked."""
+    ignore them; every field it reads is checked strictly (no `false` for a number, no "1" for an integer),
+    so what the OpenAPI schema calls invalid is refused."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class TextPart(_Lenient):
