@@ -60,13 +60,25 @@ class _BridgeLoop:
 
     def submit(self, awaitable: Awaitable[T]) -> Future[T]:
         """Run `awaitable` on the loop as a task in a copy of the caller's context variables (LangChain's
-        callbacks and config live there); cancelling the returned future cancels the task."""
+        callbacks and config live there); cancelling the returned future cancels the task. Whatever it
+        raises, KeyboardInterrupt and SystemExit included, reaches the caller through the future instead
+        of stopping the loop."""
         loop = self.loop()
         done: Future[T] = Future()
 
+        async def settle() -> None:
+            try:
+                value = await awaitable
+            except asyncio.CancelledError:
+                done.cancel()
+                raise
+            except BaseException as err:  # re-raised by the caller's `result()`
+                _settle(done, functools.partial(done.set_exception, err))
+            else:
+                _settle(done, functools.partial(done.set_result, value))
+
         def start() -> None:
-            task = loop.create_task(_as_coroutine(awaitable))
-            task.add_done_callback(lambda finished: _settle(done, finished))
+            task = loop.create_task(settle())
             done.add_done_callback(
                 lambda f: loop.call_soon_threadsafe(task.cancel) if f.cancelled() else None
             )
@@ -78,15 +90,10 @@ class _BridgeLoop:
 _BRIDGE = _BridgeLoop()
 
 
-def _settle(done: Future[T], task: asyncio.Task[T]) -> None:
-    """Pass a finished task's outcome to the caller's future (unless the caller already cancelled it)."""
+def _settle(done: Future[Any], outcome: Callable[[], None]) -> None:
+    """Pass an outcome to the caller's future, unless the caller cancelled it meanwhile."""
     with contextlib.suppress(InvalidStateError):
-        if task.cancelled():
-            done.cancel()
-        elif task.exception() is not None:
-            done.set_exception(task.exception())
-        else:
-            done.set_result(task.result())
+        outcome()
 
 
 def run_sync(awaitable: Awaitable[T]) -> T:

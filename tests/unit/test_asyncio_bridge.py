@@ -76,3 +76,12 @@ def test_a_langchain_chatopenai_member_answers_every_sync_call():
             assert result.text == "Paris" and all(call.ok for call in result.trace.calls), result.trace
         assert "".join(d.text for d in ensemble.stream("Capital of France?")) == "Paris"
         assert Ensemble([member], "single", member="chatopenai").run("q").text == "Paris"
+
+
+def test_a_keyboard_interrupt_inside_reaches_the_caller_and_the_loop_lives_on():
+    async def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(interrupted())
+    assert run_sync(_loop_and_var())[0].is_running()
