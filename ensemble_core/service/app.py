@@ -167,7 +167,7 @@ def create_app(ensemble: Ensemble, settings: ServiceSettings | None = None) -> F
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            stream = _Stream(target, request, settings.request_timeout_s, retry_after_s(target))
+            stream = _Stream(target, request, settings.request_timeout_s, lambda: retry_after_s(target))
             first = await stream.first()
             events = stream.events(first, _Chunks(completion_id, model_id), include_usage, shown)
             return StreamingResponse(events, media_type="text/event-stream")
@@ -319,7 +319,9 @@ class _Stream:
     starts, so a request that fails at once (every member refused it, every circuit open) gets its status
     code, not a 200 with an error inside; a failure later ends the stream with an error event."""
 
-    def __init__(self, target: Ensemble, request: Request, timeout_s: float, retry_after_s: int):
+    def __init__(
+        self, target: Ensemble, request: Request, timeout_s: float, retry_after_s: Callable[[], int]
+    ):
         self.deltas = target.astream_request(request)
         self.request = request
         self.timeout_s = timeout_s
@@ -341,7 +343,7 @@ class _Stream:
             raise _past_deadline(self.timeout_s) from None
         except EnsembleError as err:
             await aclose(self.deltas)
-            raise from_engine(err, self.retry_after_s) from None
+            raise from_engine(err, self.retry_after_s()) from None
 
     async def events(
         self,
@@ -371,7 +373,7 @@ class _Stream:
         except TimeoutError:
             yield _error_event(_past_deadline(self.timeout_s))
         except EnsembleError as err:
-            yield _error_event(from_engine(err, self.retry_after_s))
+            yield _error_event(from_engine(err, self.retry_after_s()))
         finally:
             await aclose(self.deltas)
         yield "data: [DONE]\n\n"
