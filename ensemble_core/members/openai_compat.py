@@ -61,7 +61,7 @@ SCORE_CONCURRENCY = 4
 #: Errors after which the probe is asked again next time rather than its answer cached.
 _TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError, httpx.HTTPError)
 #: The longest the score probe may take (one request, no retries), so `load()` never hangs on a server.
-PROBE_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 10.0
 #: HTTP statuses by which a server refuses the request itself (not a fault of the member).
 _REFUSALS = frozenset({400, 413, 422})
 
@@ -73,9 +73,11 @@ class OpenAICompatMember(Member):
     appears in reprs, traces or error messages; without one, the placeholder "EMPTY" is sent (pass
     `api_key=os.environ["OPENAI_API_KEY"]` for a hosted API). `score`: True declares the capability, False
     withholds it, "auto" (default) asks the server once, in `load()` (or on the first scoring call), whether
-    `/v1/completions` returns usable prompt log-probabilities; until then the member is taken to have the
-    capability, and a probe that finds otherwise says why in a `CapabilityError`. That probe (bounded by
-    `PROBE_TIMEOUT_S`, no retries) also finds how the server lines them up with the tokens (llama-cpp-python
+    `/v1/completions` returns usable prompt log-probabilities; until a probe finds otherwise the member is
+    taken to have the capability, and one that does says why in a `CapabilityError`. A server that cannot be
+    reached is asked again at the next scoring call (whose `MemberError` says why), so a member that is down
+    while the ensemble loads does not keep it from starting. The probe (bounded by `PROBE_TIMEOUT_S`, no
+    retries) also finds how the server lines them up with the tokens (llama-cpp-python
     reports them shifted by one position) and scoring reads them accordingly (see `prompt_logprobs`).
     Streams carry the server's usage where it sends it (`stream_options.include_usage`); otherwise the
     answer's tokens are counted from the stream and the prompt's stay 0 (unknown). `timeout_s` bounds each
@@ -192,10 +194,10 @@ class OpenAICompatMember(Member):
         )
 
     def has(self, capability: Capability) -> bool:
-        """Never asks the server: with `score="auto"`, what the last probe found, or yes before any probe."""
+        """Never asks the server: with `score="auto"`, what the probe found, or yes until it has found it."""
         if capability is Capability.SCORE:
             if self.score_setting == "auto":
-                return self._last_probe is None or self._last_probe.alignment is not None
+                return self._alignment is None or self._alignment.alignment is not None
             return bool(self.score_setting)
         return capability is Capability.GENERATE
 
@@ -203,8 +205,8 @@ class OpenAICompatMember(Member):
         if capability is Capability.SCORE and not self.has(capability):
             found = (
                 "score=False was given"
-                if self.score_setting is False or self._last_probe is None
-                else self._last_probe.reason
+                if self.score_setting is False or self._alignment is None
+                else self._alignment.reason
             )
             raise CapabilityError(
                 f"member {self.name!r} (OpenAICompatMember, {self.base_url}) lacks the 'score' capability "
@@ -216,8 +218,8 @@ class OpenAICompatMember(Member):
 
     def probe(self) -> AlignmentCheck:
         """Ask the server once how it aligns prompt log-probabilities (cached; an unreachable server is asked
-        again next time). Bounded by `PROBE_TIMEOUT_S`; every failure becomes a finding with its reason, which
-        `require` turns into a `CapabilityError`."""
+        again next time). Bounded by `PROBE_TIMEOUT_S`; every failure becomes a finding with its reason (which
+        `require` turns into a `CapabilityError`, and scoring into a `MemberError`)."""
         with self._probe_lock:
             if self._alignment is None:
                 client = self.client.with_options(timeout=self._probe_timeout_s, max_retries=0)
@@ -367,6 +369,7 @@ class OpenAICompatMember(Member):
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
         """Log-probability of each continuation after its prompt (raw text), read from the server's echoed
         prompt log-probabilities the way the probe found them aligned."""
+        self.require(Capability.SCORE, "scoring")
         alignment = self._score_alignment(self.probe())
         results = []
         for prompt, continuation in pairs:
@@ -381,6 +384,7 @@ class OpenAICompatMember(Member):
         return results
 
     async def ascore(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
+        self.require(Capability.SCORE, "scoring")
         alignment = self._score_alignment(await self.aprobe())
         client = self.async_client
         slots = asyncio.Semaphore(SCORE_CONCURRENCY)

@@ -473,9 +473,10 @@ def test_an_unreachable_server_lacks_score_and_says_why() -> None:
         f"http://127.0.0.1:{free_port()}/v1", "m", name="dead", timeout_s=2, max_retries=0
     )
     member.load()
-    assert not member.has(Capability.SCORE)
-    with pytest.raises(CapabilityError, match="could not reach the server"):
-        member.require(Capability.SCORE, "strategy 'x'")
+    assert "could not reach the server" in member.probe().reason
+    assert member.has(Capability.SCORE), "a server that is down now may be up at the next call"
+    with pytest.raises(MemberError, match="could not reach the server"):
+        member.score([("a", " b")])
 
 
 def test_the_probe_is_asked_again_after_the_server_was_unreachable() -> None:
@@ -488,7 +489,7 @@ def test_the_probe_is_asked_again_after_the_server_was_unreachable() -> None:
 
     server = FakeServer(handler)
     member = server.member()
-    assert member.probe().alignment is None and not member.has(Capability.SCORE)
+    assert member.probe().alignment is None
     assert member.probe().alignment is Alignment.ALIGNED and member.has(Capability.SCORE)
 
 
@@ -524,5 +525,6 @@ def test_construction_never_waits_on_a_server_that_never_answers() -> None:
         with pytest.raises(AllMembersFailedError, match="silent.*TimeoutError"):
             ensemble.run("q", max_tokens=4)
         assert time.monotonic() - start < 5
-        with pytest.raises(CapabilityError, match="'silent'.*could not reach the server.*timed out"):
-            ensemble.load()
+        start = time.monotonic()
+        ensemble.load()  # the probe gives up within the member's timeout; the next call asks again
+        assert time.monotonic() - start < 5 and "timed out" in member.probe().reason
