@@ -217,22 +217,57 @@ def serve(
     trace: Annotated[
         str, typer.Option(help="trace returned with each answer: full, redacted or none")
     ] = "redacted",
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            help="a key clients must send as 'Authorization: Bearer KEY' (repeatable); the environment "
+            "variable LLM_ENSEMBLE_API_KEY holds more, separated by commas, and keeps them out of `ps`",
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", help="largest request body in bytes (413 above)")
+    ] = 8 * 2**20,
+    max_concurrent: Annotated[
+        int, typer.Option("--max-concurrent", help="requests in flight per process (429 above)")
+    ] = 128,
+    request_timeout: Annotated[
+        float, typer.Option("--request-timeout", help="seconds one request may take (504 after)")
+    ] = 300.0,
 ) -> None:
-    """Serve the ensemble as an OpenAI-compatible API (/v1/chat/completions, streaming included)."""
+    """Serve the ensemble as an OpenAI-compatible API (/v1/chat/completions, streaming included). The members
+    load in the background while /ready answers 503."""
+    import os
+
     import uvicorn
+    from pydantic import SecretStr, ValidationError
 
-    from ensemble_core.server import create_app
+    from ensemble_core.service import API_KEY_ENV, ServiceSettings, api_keys_from, create_app
 
-    if trace not in ("full", "redacted", "none"):
-        raise typer.BadParameter("--trace must be full, redacted or none")
+    keys = [SecretStr(k) for k in api_key or []] + api_keys_from(os.environ.get(API_KEY_ENV))
+    try:
+        settings = ServiceSettings(
+            model_name=model_name,
+            trace=trace,
+            api_keys=keys,
+            max_body_bytes=max_body_bytes,
+            max_concurrent=max_concurrent,
+            request_timeout_s=request_timeout,
+        )
+    except ValidationError as error:
+        raise typer.BadParameter(str(error)) from None
+    if not keys and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            f"[yellow]warning:[/yellow] serving on {host} without an API key: anyone who reaches the port "
+            f"can use the ensemble; set {API_KEY_ENV} or pass --api-key"
+        )
     try:
         ensemble = _build(strategy, param, config)
-        for member in ensemble.members_used():  # load before taking traffic, not on the first request
-            member.load()
+        app = create_app(ensemble, settings)
     except EnsembleError as error:
         err.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error
-    uvicorn.run(create_app(ensemble, model_name, trace), host=host, port=port)  # type: ignore[arg-type]
+    uvicorn.run(app, host=host, port=port)
 
 
 from ensemble_core.eval.commands import bench_command, eval_command, tune_command  # noqa: E402

@@ -25,7 +25,8 @@ class Ensemble:
     `strategy` is a `Strategy` instance or a registered name (its parameters as keyword arguments):
     `Ensemble(members, "fallback", members=["qwen05", "smollm2"])`. The two are positional, so a strategy's
     own `members` parameter can follow them. Construction checks that every member the strategy uses has
-    the capabilities it needs.
+    the capabilities it needs, as far as is known without the network; `load` / `aload` probe what can
+    only be asked of a server, and check again.
     """
 
     def __init__(
@@ -147,6 +148,17 @@ class Ensemble:
     def stream(self, prompt: MessagesLike, **kwargs: Any) -> Iterator[Delta]:
         request = self.request(prompt, **kwargs)
         return iterate_sync(self.astream_request(request))
+
+    def load(self) -> None:
+        """`aload` from sync code."""
+        run_sync(self.aload())
+
+    async def aload(self) -> None:
+        """Load every member the strategy uses (weights, clients, capability probes), concurrently, then check
+        the strategy's needs again with what the probes found: construction never reaches the network, so
+        this is where an unreachable or unsuitable server is found (a `CapabilityError` that says why)."""
+        await asyncio.gather(*(member.aload() for member in self.members_used()))
+        self.strategy.check(self.members)
 
     def members_used(self) -> list[Member]:
         return self.strategy.members_used(list(self.members.values()))

@@ -24,7 +24,12 @@ class CapabilityError(ConfigError):
     """A member lacks a capability the strategy needs."""
 
 
-class EmptyMessagesError(EnsembleError, ValueError):
+class RequestError(EnsembleError, ValueError):
+    """The request itself is wrong (the caller's mistake, not a member's fault): a service answers it with
+    400, and no member's circuit breaker counts it."""
+
+
+class EmptyMessagesError(RequestError):
     """A request without any message."""
 
 
@@ -32,7 +37,7 @@ class ModelNotFoundError(EnsembleError, FileNotFoundError):
     """A model path that does not exist or holds no loadable weights."""
 
 
-class ContextWindowError(EnsembleError, ValueError):
+class ContextWindowError(RequestError):
     """A prompt longer than a member's context window."""
 
     def __init__(self, member: str, prompt_tokens: int, context_window: int):
@@ -51,6 +56,19 @@ class MemberError(EnsembleError, RuntimeError):
     def __init__(self, member: str, message: str):
         super().__init__(f"member {member!r} failed: {message}")
         self.member = member
+
+
+class RequestRejectedError(RequestError):
+    """A member's server refused the request itself (HTTP 400, 413 or 422: a prompt over its context, a
+    parameter it does not take); the request is at fault, not the member."""
+
+    def __init__(self, member: str, message: str):
+        super().__init__(f"member {member!r} refused the request: {message}")
+        self.member = member
+
+
+class ResponseFormatError(EnsembleError, RuntimeError):
+    """The answer does not have the form `response_format` asked for (not JSON, or JSON off the schema)."""
 
 
 class EmptyAnswerError(EnsembleError, RuntimeError):

@@ -245,6 +245,7 @@ class RunContext:
         return Result(
             text=generation.text,
             tool_calls=generation.tool_calls,
+            logprobs=generation.logprobs,
             usage=self.trace.usage,
             finish_reason=generation.finish_reason,
             trace=self.trace,

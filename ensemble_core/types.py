@@ -17,6 +17,8 @@ from ensemble_core.errors import EmptyMessagesError
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "error"]
+#: The seeds a request may carry: signed 64-bit integers, the range torch generators and vLLM take.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 class _Strict(BaseModel):
@@ -79,7 +81,12 @@ class Params(_Strict):
     temperature: float = Field(default=0.0, ge=0.0, le=10.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] = Field(default_factory=list)
-    seed: int | None = None
+    seed: int | None = Field(
+        default=None,
+        ge=SEED_MIN,
+        le=SEED_MAX,
+        description="a signed 64-bit integer (what torch and the serving engines take)",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -213,6 +220,22 @@ class Trace(_Strict):
         return self.model_copy(update={"calls": calls, "details": {}})
 
 
+class ResponseFormat(_Strict):
+    """The form the answer must take (OpenAI's `response_format`): free text, any JSON object, or JSON that
+    matches `json_schema`. Members whose servers take it receive it; the service checks the final answer."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    json_schema: dict[str, Any] | None = None
+    strict: bool = False
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("a json_schema response format needs a schema, and only that type takes one")
+        return self
+
+
 class Request(_Strict):
     """Messages, tools and params: everything a strategy needs to answer."""
 
@@ -226,6 +249,7 @@ class Request(_Strict):
         description="seconds the whole call may take, every member and the strategy's own work included; "
         "past it the call fails with DeadlineExceededError",
     )
+    response_format: ResponseFormat | None = None
     prefill: str = Field(
         default="",
         description="text the assistant's answer already begins with; the member continues it and returns "
@@ -261,6 +285,10 @@ class Result(_Strict):
 
     text: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None,
+        description="the chosen answer's per-token log-probabilities, where its member gave them",
+    )
     usage: Usage = Field(default_factory=Usage)
     finish_reason: FinishReason = "stop"
     trace: Trace

@@ -95,6 +95,11 @@ class Member(ABC):
         """Whether the member honours `request.tool_choice` ("required" or a tool's name forces a call)."""
         return False
 
+    @property
+    def supports_response_format(self) -> bool:
+        """Whether the member constrains its answer to `request.response_format` (JSON, a JSON schema)."""
+        return False
+
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
@@ -151,7 +156,19 @@ class Member(ABC):
         raise NotImplementedError
 
     def load(self) -> None:  # noqa: B027 (a backend with nothing to load keeps this no-op)
-        """Load weights or open connections now rather than on the first call. Default: nothing to load."""
+        """Load weights, open connections and probe capabilities now rather than on the first call; the only
+        place a member may reach the network before its first request (construction never does). Default:
+        nothing to load."""
+
+    async def aload(self) -> None:
+        """Async `load`; the default runs the sync one in a worker thread, so members load concurrently."""
+        await to_thread(self.load)
+
+    def prompt_tokens(self, request: Request) -> int | None:
+        """How many tokens the request's prompt takes for this member, where it can tell without a model
+        call (a local tokenizer); None when it cannot. A service checks prompts against `context_window`
+        with it before any member is called."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

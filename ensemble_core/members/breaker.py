@@ -51,6 +51,15 @@ class CircuitBreaker:
             return "half-open"
         return "open"
 
+    @property
+    def retry_in_s(self) -> float:
+        """Seconds until an open circuit lets a trial call through (0 when it is closed or half-open)."""
+        with self._lock:
+            if self._state() != "open":
+                return 0.0
+            assert self._opened_at is not None
+            return max(0.0, self.policy.reset_after_s - (self._clock() - self._opened_at))
+
     def check(self, member: str) -> None:
         """Raise `CircuitOpenError` if the member must not be called now; let one trial through when
         half-open."""

@@ -3,7 +3,8 @@ member; this is how an ensemble spreads over many GPUs and hosts.
 
 Chat completions give generate / stream (text, tool calls, per-token logprobs, usage); `/v1/completions` with
 `echo` and `logprobs` gives `score`, after a probe has checked how the server aligns prompt log-probabilities
-(see `prompt_logprobs`). Both the sync and the async OpenAI clients are created on first use.
+(see `prompt_logprobs`). Both the sync and the async OpenAI clients are created on first use, and nothing
+reaches the network before `load()` or the first call: construction never blocks on a server.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import httpx
 import openai
 from pydantic import SecretStr
 
-from ensemble_core.asyncio_bridge import to_thread
-from ensemble_core.errors import CapabilityError, MemberError
+from ensemble_core.errors import CapabilityError, EnsembleError, MemberError, RequestRejectedError
 from ensemble_core.members.base import Capability, Member, Price, member_name_from
 from ensemble_core.members.prompt_logprobs import (
     PROBE_TEXT,
@@ -41,6 +41,7 @@ from ensemble_core.types import (
     Generation,
     Message,
     Request,
+    ResponseFormat,
     TokenLogprob,
     ToolCall,
     ToolCallChunk,
@@ -58,7 +59,11 @@ _FINISH.update(function_call="tool_calls", content_filter="stop")
 #: Scoring requests in flight at once per `ascore` call.
 SCORE_CONCURRENCY = 4
 #: Errors after which the probe is asked again next time rather than its answer cached.
-_TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+_TRANSIENT = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError, httpx.HTTPError)
+#: The longest the score probe may take (one request, no retries), so `load()` never hangs on a server.
+PROBE_TIMEOUT_S = 10.0
+#: HTTP statuses by which a server refuses the request itself (not a fault of the member).
+_REFUSALS = frozenset({400, 413, 422})
 
 
 class OpenAICompatMember(Member):
@@ -67,15 +72,21 @@ class OpenAICompatMember(Member):
     `base_url` ends in `/v1` (e.g. "http://127.0.0.1:8000/v1"). `api_key` is kept as a `SecretStr` and never
     appears in reprs, traces or error messages; without one, the placeholder "EMPTY" is sent (pass
     `api_key=os.environ["OPENAI_API_KEY"]` for a hosted API). `score`: True declares the capability, False
-    withholds it, "auto" (default) asks the server once whether `/v1/completions` returns usable prompt
-    log-probabilities. That probe also finds how the server lines them up with the tokens (llama-cpp-python
+    withholds it, "auto" (default) asks the server once, in `load()` (or on the first scoring call), whether
+    `/v1/completions` returns usable prompt log-probabilities; until a probe finds otherwise the member is
+    taken to have the capability, and one that does says why in a `CapabilityError`. A server that cannot be
+    reached is asked again at the next scoring call (whose `MemberError` says why), so a member that is down
+    while the ensemble loads does not keep it from starting. The probe (bounded by `PROBE_TIMEOUT_S`, no
+    retries) also finds how the server lines them up with the tokens (llama-cpp-python
     reports them shifted by one position) and scoring reads them accordingly (see `prompt_logprobs`).
     Streams carry the server's usage where it sends it (`stream_options.include_usage`); otherwise the
     answer's tokens are counted from the stream and the prompt's stay 0 (unknown). `timeout_s` bounds each
     HTTP request and each call of the member (None: the client's default, 600 s); `max_retries` retries
-    connection errors and 429/5xx answers. `logprobs` asks chat completions for the answer's per-token
-    log-probabilities. `score_top_logprobs` is how many top log-probabilities per position scoring asks of
-    a server found to shift prompt log-probabilities by one (only the top ones reveal the right values).
+    connection errors and 429/5xx answers; a 400, 413 or 422 answer is the request's fault, not the
+    member's (`RequestRejectedError`: a prompt over the server's context, say). `logprobs` asks chat
+    completions for the answer's per-token log-probabilities. `score_top_logprobs` is how many top
+    log-probabilities per position scoring asks of a server found to shift prompt log-probabilities by one
+    (only the top ones reveal the right values).
     `http_client` / `async_http_client` replace the default httpx clients (proxies, TLS, tests).
     """
 
@@ -117,6 +128,7 @@ class OpenAICompatMember(Member):
         )
         self._clients_lock = threading.Lock()
         self._alignment: AlignmentCheck | None = None
+        self._last_probe: AlignmentCheck | None = None
         self._probe_lock = threading.Lock()
 
     # clients ----------
@@ -141,8 +153,8 @@ class OpenAICompatMember(Member):
 
     @property
     def async_client(self) -> openai.AsyncOpenAI:
-        """One async client per event loop: httpx connections belong to the loop that opened them, and
-        `Ensemble.run` runs each call on a fresh loop."""
+        """One async client per event loop: httpx connections belong to the loop that opened them (the sync
+        entry points' bridge loop, a service's loop, a caller's own)."""
         loop = asyncio.get_running_loop()
         with self._clients_lock:
             if loop not in self._async_clients:
@@ -153,12 +165,26 @@ class OpenAICompatMember(Member):
             return self._async_clients[loop]
 
     def load(self) -> None:
-        """Open the sync client now (the connection itself opens on the first request)."""
+        """Open the sync client now and, with `score="auto"`, probe the server's prompt log-probabilities
+        (at most `PROBE_TIMEOUT_S`; what it found is in `probe()`, and `require` reports it)."""
         _ = self.client
+        if self.score_setting == "auto":
+            self.probe()
+
+    async def aload(self) -> None:
+        """`load` without blocking the event loop."""
+        _ = self.client
+        if self.score_setting == "auto":
+            await self.aprobe()
 
     @property
     def model_name(self) -> str:
         return self.model
+
+    @property
+    def supports_response_format(self) -> bool:
+        """The server receives `response_format` (vLLM, SGLang and llama.cpp decode under it)."""
+        return True
 
     # capabilities ----------
     @property
@@ -168,15 +194,20 @@ class OpenAICompatMember(Member):
         )
 
     def has(self, capability: Capability) -> bool:
+        """Never asks the server: with `score="auto"`, what the probe found, or yes until it has found it."""
         if capability is Capability.SCORE:
             if self.score_setting == "auto":
-                return self.probe().alignment is not None
+                return self._alignment is None or self._alignment.alignment is not None
             return bool(self.score_setting)
         return capability is Capability.GENERATE
 
     def require(self, capability: Capability, why: str) -> None:
         if capability is Capability.SCORE and not self.has(capability):
-            found = "score=False was given" if self.score_setting is False else self.probe().reason
+            found = (
+                "score=False was given"
+                if self.score_setting is False or self._alignment is None
+                else self._alignment.reason
+            )
             raise CapabilityError(
                 f"member {self.name!r} (OpenAICompatMember, {self.base_url}) lacks the 'score' capability "
                 f"that {why} needs: {found}; use a server that returns prompt log-probabilities from "
@@ -186,27 +217,57 @@ class OpenAICompatMember(Member):
 
     def probe(self) -> AlignmentCheck:
         """Ask the server once how it aligns prompt log-probabilities (cached; an unreachable server is asked
-        again next time)."""
+        again next time). Bounded by `PROBE_TIMEOUT_S`; every failure becomes a finding with its reason (which
+        `require` turns into a `CapabilityError`, and scoring into a `MemberError`)."""
         with self._probe_lock:
             if self._alignment is None:
+                client = self.client.with_options(timeout=self._probe_timeout_s, max_retries=0)
                 try:
-                    response = self.client.completions.create(**self._probe_kwargs())
-                except _TRANSIENT as err:
-                    reason = f"the probe could not reach the server ({self._redact(_describe(err))})"
-                    return AlignmentCheck(alignment=None, reason=reason)
-                except openai.APIError as err:
-                    self._alignment = AlignmentCheck(
-                        alignment=None, reason=f"the probe failed ({self._redact(_describe(err))})"
-                    )
-                else:
-                    self._alignment = _read_probe(response)
-            return self._alignment
+                    self._found(_read_probe(client.completions.create(**self._probe_kwargs())))
+                except Exception as err:
+                    self._found(*self._probe_failure(err))
+            return self._alignment or self._finding()
 
     async def aprobe(self) -> AlignmentCheck:
-        """`probe` without blocking the event loop (the first time it runs the sync probe in a thread)."""
+        """`probe` without blocking the event loop, on the async client."""
         if self._alignment is not None:
             return self._alignment
-        return await to_thread(self.probe)
+        client = self.async_client.with_options(timeout=self._probe_timeout_s, max_retries=0)
+        try:
+            found, transient = _read_probe(await client.completions.create(**self._probe_kwargs())), False
+        except Exception as err:
+            found, transient = self._probe_failure(err)
+        with self._probe_lock:
+            if self._alignment is None:
+                self._found(found, transient)
+            return self._alignment or self._finding()
+
+    def _found(self, check: AlignmentCheck, transient: bool = False) -> None:
+        """Keep the probe's finding; a transient failure (unreachable, overloaded) is not cached."""
+        self._last_probe = check
+        if not transient:
+            self._alignment = check
+
+    def _finding(self) -> AlignmentCheck:
+        assert self._last_probe is not None
+        return self._last_probe
+
+    def _probe_failure(self, err: Exception) -> tuple[AlignmentCheck, bool]:
+        """What a failed probe says, and whether the failure is transient (then the server is asked again)."""
+        if isinstance(err, _TRANSIENT):
+            detail = _describe(err) if isinstance(err, openai.APIError) else f"{type(err).__name__}: {err}"
+            reason, transient = f"the probe could not reach the server ({self._redact(detail)})", True
+        elif isinstance(err, openai.APIError):
+            reason, transient = f"the probe failed ({self._redact(_describe(err))})", False
+        elif isinstance(err, ValueError):
+            reason, transient = f"the probe's answer is not valid JSON ({self._redact(str(err))})", False
+        else:
+            reason, transient = f"the probe failed ({type(err).__name__}: {self._redact(str(err))})", False
+        return AlignmentCheck(alignment=None, reason=reason), transient
+
+    @property
+    def _probe_timeout_s(self) -> float:
+        return min(PROBE_TIMEOUT_S, self.timeout_s or PROBE_TIMEOUT_S)
 
     def _probe_kwargs(self) -> dict[str, Any]:
         return {
@@ -273,6 +334,8 @@ class OpenAICompatMember(Member):
             kwargs["tools"] = [tool.as_openai() for tool in request.tools]
         if request.tool_choice:
             kwargs["tool_choice"] = to_openai_tool_choice(request.tool_choice)
+        if request.response_format is not None:
+            kwargs["response_format"] = to_openai_response_format(request.response_format)
         if self.request_logprobs:
             # top_logprobs=1: llama-cpp-python returns no logprobs for logprobs=True alone.
             kwargs.update(logprobs=True, top_logprobs=1)
@@ -305,6 +368,7 @@ class OpenAICompatMember(Member):
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
         """Log-probability of each continuation after its prompt (raw text), read from the server's echoed
         prompt log-probabilities the way the probe found them aligned."""
+        self.require(Capability.SCORE, "scoring")
         alignment = self._score_alignment(self.probe())
         results = []
         for prompt, continuation in pairs:
@@ -319,6 +383,7 @@ class OpenAICompatMember(Member):
         return results
 
     async def ascore(self, pairs: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
+        self.require(Capability.SCORE, "scoring")
         alignment = self._score_alignment(await self.aprobe())
         client = self.async_client
         slots = asyncio.Semaphore(SCORE_CONCURRENCY)
@@ -373,14 +438,26 @@ class OpenAICompatMember(Member):
     # errors ----------
     @contextmanager
     def _api_errors(self) -> Iterator[None]:
-        """Turn the client's errors into `MemberError`s with the secret key blanked out. They are raised
-        `from None`: a chained client error could carry a server's echo of the key into a log."""
+        """Turn the client's errors into `MemberError`s with the secret key blanked out, and a server's
+        refusal of the request itself (400, 413, 422) into a `RequestRejectedError`, which no circuit breaker
+        counts. They are raised `from None`: a chained client error could carry a server's echo of the key
+        into a log."""
         try:
             yield
+        except EnsembleError:
+            raise
+        except openai.APIStatusError as err:
+            if err.status_code in _REFUSALS:
+                raise RequestRejectedError(self.name, self._redact(_describe(err))) from None
+            raise MemberError(self.name, self._redact(_describe(err))) from None
         except openai.APIError as err:
             raise MemberError(self.name, self._redact(_describe(err))) from None
         except httpx.HTTPError as err:
             raise MemberError(self.name, self._redact(f"{type(err).__name__}: {err}")) from None
+        except ValueError as err:  # a body that is not JSON (json.JSONDecodeError)
+            raise MemberError(
+                self.name, self._redact(f"the server's answer is not valid JSON ({err})")
+            ) from None
 
     def _redact(self, text: str) -> str:
         secret = self.api_key.get_secret_value()
@@ -467,6 +544,16 @@ def to_openai_message(message: Message) -> dict[str, Any]:
     if message.name and message.role != "tool":
         out["name"] = message.name
     return out
+
+
+def to_openai_response_format(response_format: ResponseFormat) -> dict[str, Any]:
+    """The engine's `ResponseFormat` as OpenAI's `response_format` (vLLM, SGLang and llama.cpp honour it)."""
+    if response_format.type != "json_schema":
+        return {"type": response_format.type}
+    schema: dict[str, Any] = {"name": response_format.name or "answer", "schema": response_format.json_schema}
+    if response_format.strict:
+        schema["strict"] = True
+    return {"type": "json_schema", "json_schema": schema}
 
 
 def to_openai_tool_choice(choice: str) -> str | dict[str, Any]:

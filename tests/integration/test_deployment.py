@@ -54,3 +54,20 @@ def test_the_ensemble_as_a_service_in_front_of_remote_members(remote, smollm2):
             stream=True,
         )
         assert "Paris" in "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+
+
+def test_a_2_mb_prompt_is_the_clients_400_and_opens_no_circuit(remote):
+    """llama.cpp refuses a prompt over its context with HTTP 400: the service passes that on as the
+    client's 400 (not a 502), and the member's circuit stays closed."""
+    with serving(Ensemble([remote], "fallback")) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+        for _ in range(2):
+            with pytest.raises(openai.BadRequestError, match="maximum context length"):
+                client.chat.completions.create(
+                    model="ensemble", messages=[{"role": "user", "content": "word " * 400_000}], max_tokens=4
+                )
+        assert remote.breaker.state == "closed"
+        answer = client.chat.completions.create(
+            model="ensemble", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4
+        )
+        assert answer.choices[0].message.content

@@ -106,7 +106,7 @@ def test_fallback_skips_a_dead_server_quickly(member: OpenAICompatMember) -> Non
         f"http://127.0.0.1:{free_port()}/v1", "none", name="dead", timeout_s=2, max_retries=0
     )
     ensemble = Ensemble([dead, member], "fallback")
-    for _ in range(2):  # each sync run has its own event loop: the member's async client must follow it
+    for _ in range(2):  # sync runs share the bridge loop: the async client and its pool stay usable
         result = ensemble.run(QUESTION, max_tokens=24)
         assert "Paris" in result.text
         failed, answered = result.trace.calls

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -14,7 +17,7 @@ import openai
 import pytest
 
 from ensemble_core import Ensemble
-from ensemble_core.errors import AllMembersFailedError, CapabilityError, MemberError
+from ensemble_core.errors import AllMembersFailedError, CapabilityError, MemberError, RequestRejectedError
 from ensemble_core.members.base import Capability
 from ensemble_core.members.openai_compat import OpenAICompatMember
 from ensemble_core.members.prompt_logprobs import PROBE_TEXT, Alignment, EchoLogprobs, detect_alignment
@@ -202,10 +205,30 @@ def test_bad_tool_arguments_fail_the_member_clearly(arguments: str, problem: str
 
 
 def test_http_errors_become_member_errors() -> None:
+    server = FakeServer(lambda path, body: httpx.Response(404, json={"error": {"message": "no such model"}}))
+    with pytest.raises(MemberError, match="fake.*HTTP 404.*no such model"):
+        server.member().generate(ask())
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_a_refused_request_is_the_requests_fault_not_the_members(status: int) -> None:
     server = FakeServer(
-        lambda path, body: httpx.Response(400, json={"error": {"message": "context too long"}})
+        lambda path, body: httpx.Response(status, json={"error": {"message": "context too long"}})
     )
-    with pytest.raises(MemberError, match="fake.*HTTP 400.*context too long"):
+    member = server.member()
+    with pytest.raises(RequestRejectedError, match=f"'fake' refused the request: HTTP {status}.*too long"):
+        member.generate(ask())
+    ensemble = Ensemble([member], "single", member="fake")
+    for _ in range(member.breaker.policy.failure_threshold + 1):
+        with pytest.raises(RequestRejectedError):
+            ensemble.run("q")
+    assert member.breaker.state == "closed"
+
+
+def test_a_body_that_is_not_json_is_a_member_error() -> None:
+    json_type = {"content-type": "application/json"}
+    server = FakeServer(lambda path, body: httpx.Response(200, content=b"<html>", headers=json_type))
+    with pytest.raises(MemberError, match="not valid JSON"):
         server.member().generate(ask())
 
 
@@ -410,6 +433,8 @@ def test_shifted_server_with_a_token_outside_the_top_says_what_to_raise() -> Non
 def test_a_server_with_unreadable_prompt_logprobs_lacks_score() -> None:
     server = completions_server(None)
     member = server.member()
+    assert member.has(Capability.SCORE) and server.requests == [], "nothing is asked before load()"
+    member.load()
     assert not member.has(Capability.SCORE) and Capability.SCORE not in member.capabilities
     with pytest.raises(CapabilityError, match="'score'.*fit neither"):
         member.score([("a", " b")])
@@ -420,8 +445,18 @@ def test_a_server_without_completions_lacks_score() -> None:
     member = FakeServer(
         lambda path, body: httpx.Response(404, json={"error": {"message": "Not Found"}})
     ).member()
+    member.load()
     with pytest.raises(CapabilityError, match="'score'.*HTTP 404"):
         member.require(Capability.SCORE, "strategy 'x'")
+
+
+def test_a_probe_answered_with_invalid_json_is_a_named_error() -> None:
+    server = FakeServer(
+        lambda path, body: httpx.Response(200, content=b"{oops", headers={"content-type": "application/json"})
+    )
+    ensemble = Ensemble([server.member()], "span-fusion")
+    with pytest.raises(CapabilityError, match="'score'.*not valid JSON"):
+        ensemble.load()
 
 
 def test_score_setting_true_or_false_skips_the_probe() -> None:
@@ -437,9 +472,11 @@ def test_an_unreachable_server_lacks_score_and_says_why() -> None:
     member = OpenAICompatMember(
         f"http://127.0.0.1:{free_port()}/v1", "m", name="dead", timeout_s=2, max_retries=0
     )
-    assert not member.has(Capability.SCORE)
-    with pytest.raises(CapabilityError, match="could not reach the server"):
-        member.require(Capability.SCORE, "strategy 'x'")
+    member.load()
+    assert "could not reach the server" in member.probe().reason
+    assert member.has(Capability.SCORE), "a server that is down now may be up at the next call"
+    with pytest.raises(MemberError, match="could not reach the server"):
+        member.score([("a", " b")])
 
 
 def test_the_probe_is_asked_again_after_the_server_was_unreachable() -> None:
@@ -452,9 +489,8 @@ def test_the_probe_is_asked_again_after_the_server_was_unreachable() -> None:
 
     server = FakeServer(handler)
     member = server.member()
-    assert not member.has(Capability.SCORE)
-    assert member.has(Capability.SCORE)
-    assert member.probe().alignment is Alignment.ALIGNED
+    assert member.probe().alignment is None
+    assert member.probe().alignment is Alignment.ALIGNED and member.has(Capability.SCORE)
 
 
 def test_no_timeout_given_means_the_clients_default_not_none() -> None:
@@ -466,3 +502,29 @@ def test_a_stream_cut_off_before_its_finish_reason_fails_the_member() -> None:
     server = FakeServer(lambda path, body: sse([{"choices": [choice({"content": "The capital"})]}]))
     with pytest.raises(MemberError, match="without a finish reason"):
         list(server.member().stream(ask()))
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """The base URL of a loopback port that takes connections (the kernel completes them) and never
+    answers: a hung server."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+
+def test_construction_never_waits_on_a_server_that_never_answers() -> None:
+    with silent_server() as url:
+        start = time.monotonic()
+        ensemble = Ensemble([OpenAICompatMember(url, "m", name="silent")], "span-fusion")
+        assert time.monotonic() - start < 5
+        member = OpenAICompatMember(url, "m", name="silent", timeout_s=1, max_retries=0)
+        ensemble = Ensemble([member], "span-fusion")
+        start = time.monotonic()
+        with pytest.raises(AllMembersFailedError, match="silent.*TimeoutError"):
+            ensemble.run("q", max_tokens=4)
+        assert time.monotonic() - start < 5
+        start = time.monotonic()
+        ensemble.load()  # the probe gives up within the member's timeout; the next call asks again
+        assert time.monotonic() - start < 5 and "timed out" in member.probe().reason

@@ -8,6 +8,7 @@ from ensemble_core.types import (
     Message,
     Params,
     Request,
+    ResponseFormat,
     ToolCall,
     Usage,
     merge_tool_call_chunks,
@@ -73,3 +74,18 @@ def test_tool_call_chunks_round_trip():
             c.model_copy(update={"arguments": c.arguments[cut:], "id": None, "name": None}),
         ]
     assert merge_tool_call_chunks(halves) == calls
+
+
+@pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, 1208925819614629174706176])
+def test_a_seed_outside_64_bits_is_refused_where_it_is_given(seed):
+    with pytest.raises(ValidationError, match="seed"):
+        Params(seed=seed)
+    assert Params(seed=2**63 - 1).seed == 2**63 - 1 and Params(seed=-(2**63)).seed == -(2**63)
+
+
+def test_a_response_format_takes_a_schema_exactly_when_its_type_is_json_schema():
+    schema = {"type": "object"}
+    assert ResponseFormat(type="json_schema", name="x", json_schema=schema).json_schema == schema
+    for bad in ({"type": "json_schema"}, {"type": "json_object", "json_schema": schema}):
+        with pytest.raises(ValidationError, match="schema"):
+            ResponseFormat(**bad)
