@@ -79,7 +79,7 @@ class AllMembersFailedError(EnsembleError, RuntimeError):
     """Every member the strategy tried failed; says why each failed."""
 
     def __init__(self, errors: Mapping[str, BaseException]):
-        lines = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in errors.items())
+        lines = "; ".join(f"{name}: {describe_failure(err)}" for name, err in errors.items())
         super().__init__(f"every member failed ({lines})")
         self.errors = dict(errors)
 
@@ -105,3 +105,11 @@ class UnknownModelError(ConfigError):
             "(leave model out, or name the ensemble, to ask the whole ensemble)"
         )
         self.model = model
+
+
+def describe_failure(err: BaseException) -> str:
+    """An exception as one line for a trace or an error: its type and message ("timed out" for a bare
+    timeout, whose message is empty)."""
+    if isinstance(err, TimeoutError) and not str(err):
+        return "timed out"
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__

@@ -27,8 +27,8 @@ from ensemble_core.members.base import Capability, Member, Price, member_name_fr
 from ensemble_core.members.prompt_logprobs import (
     PROBE_TEXT,
     PROBE_TOP_K,
-    Alignment,
     AlignmentCheck,
+    EchoAlignment,
     EchoLogprobs,
     MissingLogprobError,
     continuation_logprobs,
@@ -400,14 +400,14 @@ class OpenAICompatMember(Member):
 
         return list(await asyncio.gather(*(one(p, c) for p, c in pairs)))
 
-    def _score_alignment(self, check: AlignmentCheck) -> Alignment:
+    def _score_alignment(self, check: AlignmentCheck) -> EchoAlignment:
         self.require(Capability.SCORE, "scoring")
         if check.alignment is None:
             raise MemberError(self.name, f"cannot read prompt log-probabilities: {check.reason}")
         return check.alignment
 
-    def _score_kwargs(self, text: str, alignment: Alignment) -> dict[str, Any]:
-        top = 1 if alignment is Alignment.ALIGNED else self.score_top_logprobs
+    def _score_kwargs(self, text: str, alignment: EchoAlignment) -> dict[str, Any]:
+        top = 1 if alignment is EchoAlignment.ALIGNED else self.score_top_logprobs
         return {
             "model": self.model,
             "prompt": text,
@@ -418,7 +418,7 @@ class OpenAICompatMember(Member):
         }
 
     def _read_score(
-        self, response: Any, prompt: str, continuation: str, alignment: Alignment
+        self, response: Any, prompt: str, continuation: str, alignment: EchoAlignment
     ) -> ContinuationScore:
         try:
             logprobs = EchoLogprobs.from_response(response.choices[0].logprobs if response.choices else None)
@@ -427,7 +427,7 @@ class OpenAICompatMember(Member):
             hint = (
                 "; the server shifts prompt log-probabilities, so only tokens among the top "
                 f"{self.score_top_logprobs} can be read: raise score_top_logprobs"
-                if alignment is Alignment.SHIFTED
+                if alignment is EchoAlignment.SHIFTED
                 else "; give a non-empty prompt"
             )
             raise MemberError(self.name, f"cannot score {continuation!r}: {err}{hint}") from None

@@ -28,7 +28,7 @@ PROBE_TOP_K = 5
 MIN_AGREEMENT = 0.6
 
 
-class Alignment(str, Enum):
+class EchoAlignment(str, Enum):
     """How a server lines up prompt log-probabilities with the prompt's tokens."""
 
     ALIGNED = "aligned"  # position i: the distribution that predicted token i (the OpenAI convention)
@@ -75,7 +75,7 @@ class EchoLogprobs(BaseModel):
 class AlignmentCheck(BaseModel):
     """What the probe found: the alignment (None when neither reading fits) and the evidence, in words."""
 
-    alignment: Alignment | None
+    alignment: EchoAlignment | None
     reason: str
 
 
@@ -100,8 +100,8 @@ def detect_alignment(logprobs: EchoLogprobs, text: str = PROBE_TEXT) -> Alignmen
         f"{aligned}/{counted} probe tokens fit the aligned reading, {shifted}/{counted} the shifted one"
     )
     for alignment, hits, other in (
-        (Alignment.ALIGNED, aligned, shifted),
-        (Alignment.SHIFTED, shifted, aligned),
+        (EchoAlignment.ALIGNED, aligned, shifted),
+        (EchoAlignment.SHIFTED, shifted, aligned),
     ):
         if hits >= MIN_AGREEMENT * counted and hits > other:
             return AlignmentCheck(alignment=alignment, reason=evidence)
@@ -119,7 +119,7 @@ def _check_without_top(logprobs: EchoLogprobs, positions: Sequence[int]) -> Alig
     mean = sum(values) / len(values)
     if mean > math.log(0.5):
         return AlignmentCheck(
-            alignment=Alignment.ALIGNED, reason=f"probe tokens have mean log-probability {mean:.2f}"
+            alignment=EchoAlignment.ALIGNED, reason=f"probe tokens have mean log-probability {mean:.2f}"
         )
     return AlignmentCheck(
         alignment=None,
@@ -133,7 +133,7 @@ class MissingLogprobError(ValueError):
 
 
 def continuation_logprobs(
-    logprobs: EchoLogprobs, prompt_chars: int, total_chars: int, alignment: Alignment
+    logprobs: EchoLogprobs, prompt_chars: int, total_chars: int, alignment: EchoAlignment
 ) -> list[float]:
     """Log-probability of each token of text[prompt_chars:total_chars] given everything before it.
 
@@ -146,7 +146,7 @@ def continuation_logprobs(
     values = []
     for i in indices:
         token = logprobs.tokens[i]
-        if alignment is Alignment.ALIGNED:
+        if alignment is EchoAlignment.ALIGNED:
             value = logprobs.token_logprobs[i]
         else:
             value = (logprobs.top(i - 1) or {}).get(token)

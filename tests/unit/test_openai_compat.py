@@ -20,7 +20,7 @@ from ensemble_core import Ensemble
 from ensemble_core.errors import AllMembersFailedError, CapabilityError, MemberError, RequestRejectedError
 from ensemble_core.members.base import Capability
 from ensemble_core.members.openai_compat import OpenAICompatMember
-from ensemble_core.members.prompt_logprobs import PROBE_TEXT, Alignment, EchoLogprobs, detect_alignment
+from ensemble_core.members.prompt_logprobs import PROBE_TEXT, EchoAlignment, EchoLogprobs, detect_alignment
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.types import Message, Params, Request, ToolCall, ToolSpec, merge_tool_call_chunks
 from tests.llama_server import free_port
@@ -357,7 +357,7 @@ def true_logprob(i: int) -> float:
     return -0.05 - 0.01 * i
 
 
-def echo(text: str, alignment: Alignment | None, top_k: int = 5) -> dict[str, Any]:
+def echo(text: str, alignment: EchoAlignment | None, top_k: int = 5) -> dict[str, Any]:
     """`logprobs` of an echoed completion of `text` plus one generated token, as an aligned server, a server
     shifted by one, or (None) one whose numbers are noise, would report them."""
     tokens = [*tokens_of(text), "!"]
@@ -365,10 +365,10 @@ def echo(text: str, alignment: Alignment | None, top_k: int = 5) -> dict[str, An
     token_logprobs: list[float | None] = []
     top: list[dict[str, float] | None] = []
     for i, token in enumerate(tokens):
-        if alignment is Alignment.ALIGNED:
+        if alignment is EchoAlignment.ALIGNED:
             token_logprobs.append(true_logprob(i))
             top.append({token: true_logprob(i), "<alt>": true_logprob(i) - 3.0})
-        elif alignment is Alignment.SHIFTED:
+        elif alignment is EchoAlignment.SHIFTED:
             following = tokens[i + 1] if i + 1 < len(tokens) else "<eos>"
             row = {following: true_logprob(i + 1), "<alt>": -5.0}
             row = dict(list(row.items())[:top_k])
@@ -381,7 +381,7 @@ def echo(text: str, alignment: Alignment | None, top_k: int = 5) -> dict[str, An
     return {"tokens": tokens, "text_offset": offsets, "token_logprobs": token_logprobs, "top_logprobs": top}
 
 
-def completions_server(alignment: Alignment | None, score_top_k: int = 5) -> FakeServer:
+def completions_server(alignment: EchoAlignment | None, score_top_k: int = 5) -> FakeServer:
     def handler(path: str, body: dict[str, Any]) -> httpx.Response:
         assert path == "/v1/completions" and body["echo"] is True
         choice = {"index": 0, "text": body["prompt"] + "!", "finish_reason": "length"}
@@ -396,8 +396,8 @@ def completions_server(alignment: Alignment | None, score_top_k: int = 5) -> Fak
     return FakeServer(handler)
 
 
-@pytest.mark.parametrize("alignment", [Alignment.ALIGNED, Alignment.SHIFTED])
-def test_detect_alignment_on_synthetic_probes(alignment: Alignment) -> None:
+@pytest.mark.parametrize("alignment", [EchoAlignment.ALIGNED, EchoAlignment.SHIFTED])
+def test_detect_alignment_on_synthetic_probes(alignment: EchoAlignment) -> None:
     check = detect_alignment(EchoLogprobs.from_response(echo(PROBE_TEXT, alignment)))
     assert check.alignment is alignment, check.reason
 
@@ -407,8 +407,8 @@ def test_noise_fits_neither_alignment() -> None:
     assert check.alignment is None and "neither" in check.reason
 
 
-@pytest.mark.parametrize("alignment", [Alignment.ALIGNED, Alignment.SHIFTED])
-async def test_score_reads_the_true_values_whatever_the_alignment(alignment: Alignment) -> None:
+@pytest.mark.parametrize("alignment", [EchoAlignment.ALIGNED, EchoAlignment.SHIFTED])
+async def test_score_reads_the_true_values_whatever_the_alignment(alignment: EchoAlignment) -> None:
     server = completions_server(alignment)
     member = server.member()
     pairs = [("The capital of France is", " Paris"), ("The capital of France is", " a big city")]
@@ -421,11 +421,11 @@ async def test_score_reads_the_true_values_whatever_the_alignment(alignment: Ali
     probes = [b for b in server.bodies("/v1/completions") if b["prompt"] == PROBE_TEXT]
     assert len(probes) == 1, "the probe runs once per member"
     asked = {b["logprobs"] for b in server.bodies("/v1/completions") if b["prompt"] != PROBE_TEXT}
-    assert asked == {1 if alignment is Alignment.ALIGNED else member.score_top_logprobs}
+    assert asked == {1 if alignment is EchoAlignment.ALIGNED else member.score_top_logprobs}
 
 
 def test_shifted_server_with_a_token_outside_the_top_says_what_to_raise() -> None:
-    member = completions_server(Alignment.SHIFTED, score_top_k=0).member()
+    member = completions_server(EchoAlignment.SHIFTED, score_top_k=0).member()
     with pytest.raises(MemberError, match="score_top_logprobs"):
         member.score([("The capital of France is", " Paris")])
 
@@ -460,7 +460,7 @@ def test_a_probe_answered_with_invalid_json_is_a_named_error() -> None:
 
 
 def test_score_setting_true_or_false_skips_the_probe() -> None:
-    server = completions_server(Alignment.ALIGNED)
+    server = completions_server(EchoAlignment.ALIGNED)
     assert server.member(score=True).has(Capability.SCORE)
     assert not server.member(score=False).has(Capability.SCORE)
     assert server.requests == []
@@ -480,7 +480,7 @@ def test_an_unreachable_server_lacks_score_and_says_why() -> None:
 
 
 def test_the_probe_is_asked_again_after_the_server_was_unreachable() -> None:
-    answering = completions_server(Alignment.ALIGNED)
+    answering = completions_server(EchoAlignment.ALIGNED)
 
     def handler(path: str, body: dict[str, Any]) -> httpx.Response:
         if len(server.requests) == 1:
@@ -490,7 +490,7 @@ def test_the_probe_is_asked_again_after_the_server_was_unreachable() -> None:
     server = FakeServer(handler)
     member = server.member()
     assert member.probe().alignment is None
-    assert member.probe().alignment is Alignment.ALIGNED and member.has(Capability.SCORE)
+    assert member.probe().alignment is EchoAlignment.ALIGNED and member.has(Capability.SCORE)
 
 
 def test_no_timeout_given_means_the_clients_default_not_none() -> None:
@@ -522,7 +522,7 @@ def test_construction_never_waits_on_a_server_that_never_answers() -> None:
         member = OpenAICompatMember(url, "m", name="silent", timeout_s=1, max_retries=0)
         ensemble = Ensemble([member], "span-fusion")
         start = time.monotonic()
-        with pytest.raises(AllMembersFailedError, match="silent.*TimeoutError"):
+        with pytest.raises(AllMembersFailedError, match="silent: timed out"):
             ensemble.run("q", max_tokens=4)
         assert time.monotonic() - start < 5
         start = time.monotonic()
