@@ -56,12 +56,14 @@ class AnswerRecord(BaseModel):
     verified: dict[str, Verified] = Field(default_factory=dict)
 
 
-def verification_pairs(members: Sequence[Member]) -> list[tuple[Member, Member]]:
-    """(verifier, answerer): each member but the last checks its own answer, and the last (strongest)
-    checks every other member's answer, where the verifier can score."""
+def verification_pairs(
+    members: Sequence[Member], verified: Sequence[str] | None = None
+) -> list[tuple[Member, Member]]:
+    """(verifier, answerer): each answerer (`verified`, default every member but the last) checks its own
+    answer, and the last, strongest member checks it too, where the verifier can score."""
     strongest = members[-1]
-    pairs = [(m, m) for m in members[:-1]]
-    pairs += [(strongest, m) for m in members[:-1]]
+    answerers = [m for m in members[:-1] if verified is None or m.name in verified]
+    pairs = [(m, m) for m in answerers] + [(strongest, m) for m in answerers]
     return [(v, a) for v, a in pairs if v.has(Capability.SCORE)]
 
 
@@ -71,23 +73,27 @@ def record_answers(
     out: Path,
     *,
     seed: int = 0,
+    verified: Sequence[str] | None = None,
     step: Callable[[], None] | None = None,
 ) -> dict[str, AnswerRecord]:
-    """Every item's record (cached ones read back, the rest made now), by item id."""
+    """Every item's record (cached ones read back, the rest made now), by item id; `verified` names the
+    members whose answers are verified (see `verification_pairs`)."""
     cache = ResultCache(out)
     records = {i: AnswerRecord.model_validate(v) for i, v in cache.load("answers").items()}
     names = [m.name for m in members]
     for item in items:
         record = records.get(item.id)
         if record is None or set(record.answers) != set(names):
-            records[item.id] = record = _record(item, members, seed)
+            records[item.id] = record = _record(item, members, seed, verified)
             cache.append("answers", item.id, record.model_dump())
         if step is not None:
             step()
     return {item.id: records[item.id] for item in items}
 
 
-def _record(item: AnswerItem, members: Sequence[Member], seed: int) -> AnswerRecord:
+def _record(
+    item: AnswerItem, members: Sequence[Member], seed: int, verified: Sequence[str] | None
+) -> AnswerRecord:
     request = request_for(item, default_max_tokens(item), seed)
     by_name = {m.name: m for m in members}
     answers: dict[str, Answered] = {}
@@ -108,13 +114,13 @@ def _record(item: AnswerItem, members: Sequence[Member], seed: int) -> AnswerRec
             latency_s=call.latency_s,
             tokens=generation.usage.total_tokens,
         )
-    verified: dict[str, Verified] = {}
-    for verifier, answerer in verification_pairs(members):
+    checks: dict[str, Verified] = {}
+    for verifier, answerer in verification_pairs(members, verified):
         ctx = RunContext(by_name, "record")
         try:
             p_yes = run_sync(self_verification(ctx, verifier, request, generations[answerer.name]))
         except EnsembleError:
             continue
         cpu = sum(c.cpu_s or 0.0 for c in ctx.trace.calls)
-        verified[f"{verifier.name}>{answerer.name}"] = Verified(p_yes=p_yes, cpu_s=cpu)
-    return AnswerRecord(answers=answers, verified=verified)
+        checks[f"{verifier.name}>{answerer.name}"] = Verified(p_yes=p_yes, cpu_s=cpu)
+    return AnswerRecord(answers=answers, verified=checks)

@@ -267,6 +267,14 @@ def tune_command(
     test_size: Annotated[int, typer.Option("--test-size", help="test items of the split")] = 500,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="folder of the public sets")] = None,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default)")] = 0,
+    verify: Annotated[
+        str | None,
+        typer.Option(
+            "--verify",
+            help="short-answer sets: comma-separated members whose answers are verified (P(Yes) by "
+            "themselves and by the strongest member); default: all but the strongest",
+        ),
+    ] = None,
 ) -> None:
     """Fit every tunable method on a fixed dev split, judge each on the test split, report them, and write the
     config of the best one under the budget (its test accuracy and cost in the comments) for `ask --config`
@@ -289,7 +297,15 @@ def tune_command(
         members = members_config.build_members()
         folder = report or Path("reports") / "tune" / dataset.name
         with _progress() as factory:
-            summary, _ = tune(dataset, members, split, folder, factory, command=_command_line())
+            summary, _ = tune(
+                dataset,
+                members,
+                split,
+                folder,
+                factory,
+                command=_command_line(),
+                verified=verify.split(",") if verify else None,
+            )
         row = choose(summary, budget=budget, max_share=max_share)
         summary.chosen = row.label
         if budget is not None:

@@ -67,7 +67,12 @@ class TuneSummary(BaseModel):
 
 
 def collect(
-    dataset: Dataset, members: Sequence[Member], out: Path, progress: ProgressFactory, seed: int = 0
+    dataset: Dataset,
+    members: Sequence[Member],
+    out: Path,
+    progress: ProgressFactory,
+    seed: int = 0,
+    verified: Sequence[str] | None = None,
 ) -> tuple[dict[str, dict[str, ChoiceScores]], dict[str, Any]]:
     """The members' choice scores (multiple-choice sets) or answer records (short-answer sets) for every
     item of the split, from the cache in `out` or made now (members one after another)."""
@@ -89,7 +94,7 @@ def collect(
         return scores, {}
     answer_items = [i for i in dataset.items if isinstance(i, AnswerItem)]
     step = progress("answering and verifying", len(answer_items))
-    return {}, dict(record_answers(answer_items, members, out, seed=seed, step=step))
+    return {}, dict(record_answers(answer_items, members, out, seed=seed, verified=verified, step=step))
 
 
 def tune(
@@ -101,9 +106,10 @@ def tune(
     *,
     command: str,
     seed: int = 0,
+    verified: Sequence[str] | None = None,
 ) -> tuple[TuneSummary, list[TunedMethod]]:
     """Collect, fit on dev, judge on test; the summary and every method."""
-    scores, records = collect(dataset, members, out, progress, seed)
+    scores, records = collect(dataset, members, out, progress, seed, verified)
     dev_ids, test_ids = split.ids(dataset.items)
     names = [m.name for m in members]
     if dataset.kind == "choice":
