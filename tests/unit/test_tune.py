@@ -1,0 +1,106 @@
+"""Tuning: fitted on dev items only, judged on test items, and written as a config the engine builds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ensemble_core.config import load_config
+from ensemble_core.eval.choice_methods import ConditionalLogit, fit_cross_validated
+from ensemble_core.eval.choice_scoring import ChoiceScores
+from ensemble_core.eval.datasets import load_dataset
+from ensemble_core.eval.splits import Split
+from ensemble_core.eval.tune import choose, tune, write_config
+from ensemble_core.eval.tuning import tune_choices
+from ensemble_core.members.scripted import ScriptedMember
+
+
+def _noop(_description: str, _total: int):
+    return lambda: None
+
+
+def test_the_conditional_logit_recovers_the_weights_that_made_the_choices():
+    rng = np.random.default_rng(0)
+    true = np.array([2.0, 0.5, 0.0])
+    items, gold = [], []
+    for _ in range(600):
+        x = rng.normal(size=(int(rng.integers(2, 5)), 3))
+        p = np.exp(x @ true)
+        items.append(x)
+        gold.append(int(rng.choice(len(x), p=p / p.sum())))
+    fitted = fit_cross_validated(items, gold)
+    recovered = np.asarray(fitted.weights) / np.asarray(fitted.scale)
+    assert recovered == pytest.approx(true, abs=0.35)
+    assert isinstance(fitted, ConditionalLogit) and fitted.l2 in (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def _scores(logprobs: list[float], cpu: float) -> ChoiceScores:
+    n = len(logprobs)
+    return ChoiceScores(logprobs=logprobs, n_chars=[10] * n, n_bytes=[10] * n, n_tokens=[3] * n, cpu_s=cpu)
+
+
+def test_fits_see_only_dev_items_and_every_method_is_judged_on_all_test_items(tmp_path):
+    data = tmp_path / "mc.jsonl"
+    rows = [{"question": f"q{i}?", "choices": ["yes", "no"], "gold": i % 2} for i in range(60)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    dataset = load_dataset(str(data), split=Split(part="both", dev_size=20, test_size=40))
+    items = dataset.items
+    dev_ids, test_ids = Split(part="both", dev_size=20, test_size=40).ids(items)
+    rng = np.random.default_rng(1)
+    # "good" is right 90% of the time at 1 CPU s, "weak" 60% at 0.1 s
+    scores = {
+        name: {
+            it.id: _scores([0.0, -2.0] if (it.gold == 0) == (rng.random() < acc) else [-2.0, 0.0], cost)
+            for it in items
+        }
+        for name, acc, cost in (("weak", 0.6, 0.1), ("good", 0.9, 1.0))
+    }
+    dev = [i for i in items if i.id in dev_ids]
+    test = [i for i in items if i.id in test_ids]
+    methods = tune_choices(dev, test, scores, ["weak", "good"])
+    assert all(len(m.test_correct) == 40 for m in methods)
+    assert {m.label for m in methods} >= {"single:weak", "single:good", "choice-ensemble (uniform)"}
+    # the fit cannot see the test items: scrambling them leaves every dev figure unchanged
+    scrambled = {n: {**s, **{i.id: _scores([-1.0, -1.0], 9.0) for i in test}} for n, s in scores.items()}
+    again = tune_choices(dev, test, scrambled, ["weak", "good"])
+    assert [(m.label.split(" @ ")[0], m.dev_accuracy) for m in methods if m.family != "cascade"] == [
+        (m.label.split(" @ ")[0], m.dev_accuracy) for m in again if m.family != "cascade"
+    ]
+    cascade = next(m for m in methods if m.family == "cascade" and m.details["chosen"])
+    assert cascade.members == ["weak", "good"] and 0.1 <= cascade.test_cost_mean <= 1.1
+
+
+def test_an_answer_set_is_tuned_from_records_and_the_chosen_config_builds(tmp_path):
+    data = tmp_path / "qa.jsonl"
+    rows = [{"question": f"What is {i}+0?", "answers": [str(i)]} for i in range(30)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    split = Split(part="both", dev_size=10, test_size=20)
+    dataset = load_dataset(str(data), split=split)
+    members = [
+        ScriptedMember("cheap", lambda r: "0"),
+        ScriptedMember("strong", lambda r: r.messages[-1].content.split()[2].removesuffix("+0?")),
+    ]
+    summary, methods = tune(dataset, members, split, tmp_path / "report", _noop, command="test")
+    best = next(r for r in summary.rows if r.label == "single:strong")
+    assert best.test_accuracy == 1.0 and summary.best_member == "single:strong"
+    assert any(r.label.startswith("vote") for r in summary.rows)
+    row = choose(summary, budget=None, max_share=None)
+    assert row.strategy is not None and row.dev_accuracy == max(
+        r.dev_accuracy for r in summary.rows if r.strategy
+    )
+    members_config = load_config(
+        {
+            "members": [
+                {"type": "openai", "name": n, "base_url": "http://127.0.0.1:9/v1", "model": n, "score": False}
+                for n in ("cheap", "strong")
+            ]
+        }
+    )
+    path = write_config(row, members_config, summary, tmp_path / "tuned.yaml")
+    text = path.read_text()
+    assert text.startswith("# Tuned by: test") and "Measured on test: accuracy" in text
+    assert load_config(path).build_strategy().name == row.strategy["name"]
+    with pytest.raises(Exception, match="no tuned method fits a budget"):
+        choose(summary, budget=-1.0, max_share=None)
