@@ -82,7 +82,7 @@ def _trace_table(trace: Trace) -> Table:
     table = Table(
         title=f"strategy: {trace.strategy} · chosen: {trace.chosen} · {trace.reason}", title_justify="left"
     )
-    for column in ("member", "role", "ok", "tokens in/out", "latency", "prompt format", "score"):
+    for column in ("member", "role", "ok", "tokens in/out", "latency", "CPU", "prompt format", "score"):
         table.add_column(column)
     for call in trace.calls:
         table.add_row(
@@ -91,6 +91,7 @@ def _trace_table(trace: Trace) -> Table:
             "yes" if call.ok else f"[red]no[/red]: {call.error}",
             f"{call.usage.input_tokens}/{call.usage.output_tokens}",
             f"{call.latency_s:.2f}s",
+            "" if call.cpu_s is None else f"{call.cpu_s:.2f}s",
             call.prompt_format or "",
             "" if call.score is None else f"{call.score:.3f}",
         )

@@ -210,7 +210,10 @@ class Cascade(Strategy):
             except EnsembleError:
                 pass
             latency = sum(c.latency_s for c in ctx.trace.calls)
-            return MemberOutcome(score=score, quality=value, cost=ctx.trace.cost, latency_s=latency)
+            cpu = sum(c.cpu_s or 0.0 for c in ctx.trace.calls)
+            return MemberOutcome(
+                score=score, quality=value, cost=ctx.trace.cost, latency_s=latency, cpu_s=cpu
+            )
 
         outcomes = await asyncio.gather(*(outcome(m, i < len(order) - 1) for i, m in enumerate(order)))
         return CascadeRecord(outcomes={m.name: o for m, o in zip(order, outcomes, strict=True)})

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ensemble_core.errors import ConfigError
 from ensemble_core.strategies.operating_point import OperatingPoint
 
-CostKind = Literal["auto", "money", "latency"]
-"""money: Member.price per token; latency: seconds; auto: money when any record cost money, else latency
-(local models cost nothing but time)."""
+CostKind = Literal["auto", "money", "latency", "cpu"]
+"""money: Member.price per token; latency: seconds of wall time; cpu: CPU seconds (where members measure
+them; steady on a shared machine, unlike wall time); auto: money when any record cost money, else
+latency (local models cost nothing but time)."""
 
 
 class MemberOutcome(BaseModel):
@@ -28,6 +29,7 @@ class MemberOutcome(BaseModel):
     quality: float = Field(ge=0.0)
     cost: float = Field(default=0.0, ge=0.0)
     latency_s: float = Field(default=0.0, ge=0.0)
+    cpu_s: float = Field(default=0.0, ge=0.0)
 
 
 class CascadeRecord(BaseModel):
@@ -48,7 +50,8 @@ def _matrices(
     quality = np.array([[o.quality for o in row] for row in outcomes])
     if cost == "auto":
         cost = "money" if any(o.cost > 0 for row in outcomes for o in row) else "latency"
-    spent = np.array([[o.cost if cost == "money" else o.latency_s for o in row] for row in outcomes])
+    measure = {"money": lambda o: o.cost, "latency": lambda o: o.latency_s, "cpu": lambda o: o.cpu_s}[cost]
+    spent = np.array([[measure(o) for o in row] for row in outcomes])
     return scores, quality, np.cumsum(spent, axis=1)
 
 
