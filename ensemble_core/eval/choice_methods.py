@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.optimize import minimize
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.eval.choice_scoring import ChoiceScores
@@ -57,20 +56,8 @@ class ConditionalLogit(BaseModel):
         scale = spread.std(axis=0)
         scale[scale == 0] = 1.0
         x, mask = _stacked([x / scale for x in items])  # [items, choices, features], real choices
-        rows = np.arange(len(items))
-        chosen = x[rows, np.asarray(gold)]  # [items, features]
-
-        def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-            logits = np.where(mask, x @ w, -np.inf)
-            logits -= logits.max(axis=1, keepdims=True)
-            p = np.exp(logits)
-            p /= p.sum(axis=1, keepdims=True)
-            nll = -np.log(p[rows, np.asarray(gold)] + 1e-300).mean() + l2 * float(w @ w)
-            grad = -(chosen - np.einsum("ic,icf->if", p, x)).mean(axis=0) + 2 * l2 * w
-            return float(nll), grad
-
-        found = minimize(loss, np.full(x.shape[2], 1.0 / x.shape[2]), jac=True, method="L-BFGS-B")
-        return cls(weights=found.x.tolist(), scale=scale.tolist(), l2=l2)
+        w = _newton(x, mask, np.asarray(gold), l2)
+        return cls(weights=w.tolist(), scale=scale.tolist(), l2=l2)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         logits = (x / np.asarray(self.scale)) @ np.asarray(self.weights)
@@ -80,6 +67,40 @@ class ConditionalLogit(BaseModel):
 
     def predict(self, x: np.ndarray) -> int:
         return int(np.argmax(self.probabilities(x)))
+
+
+def _newton(x: np.ndarray, mask: np.ndarray, gold: np.ndarray, l2: float, steps: int = 50) -> np.ndarray:
+    """The penalised maximum-likelihood weights by Newton's method with a backtracking line search (the
+    objective is convex and has a dozen parameters at most, so it converges in a few steps)."""
+    rows = np.arange(len(x))
+    chosen = x[rows, gold]
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = np.where(mask, x @ w, -np.inf)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        return float(-np.log(p[rows, gold] + 1e-300).mean() + l2 * w @ w), p
+
+    w = np.zeros(x.shape[2])
+    loss, p = objective(w)
+    for _ in range(steps):
+        mean = np.einsum("ic,icf->if", p, x)
+        grad = -(chosen - mean).mean(axis=0) + 2 * l2 * w
+        second = np.einsum("ic,icf,icg->fg", p, x, x) / len(x) - mean.T @ mean / len(x)
+        step = np.linalg.solve(second + 2 * l2 * np.eye(len(w)) + 1e-9 * np.eye(len(w)), grad)
+        size = 1.0
+        while size > 1e-6:
+            trial = w - size * step
+            trial_loss, trial_p = objective(trial)
+            if trial_loss <= loss:
+                break
+            size /= 2
+        if size <= 1e-6 or loss - trial_loss < 1e-10:
+            w, loss, p = (trial, trial_loss, trial_p) if trial_loss <= loss else (w, loss, p)
+            break
+        w, loss, p = trial, trial_loss, trial_p
+    return w
 
 
 def _stacked(items: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from ensemble_core.eval.runner import ResultCache
 from ensemble_core.eval.splits import Split
 from ensemble_core.eval.tuning import TunedMethod, tune_answers, tune_choices
 from ensemble_core.members.base import Member
+from ensemble_core.scoring.embeddings import EmbedFn
 
 ProgressFactory = Callable[[str, int], Callable[[], None]]
 
@@ -107,6 +108,7 @@ def tune(
     command: str,
     seed: int = 0,
     verified: Sequence[str] | None = None,
+    embed: EmbedFn | None = None,
 ) -> tuple[TuneSummary, list[TunedMethod]]:
     """Collect, fit on dev, judge on test; the summary and every method."""
     scores, records = collect(dataset, members, out, progress, seed, verified)
@@ -116,11 +118,17 @@ def tune(
         items = [i for i in dataset.items if isinstance(i, ChoiceItem)]
         dev = [i for i in items if i.id in dev_ids]
         test = [i for i in items if i.id in test_ids]
-        methods = tune_choices(dev, test, scores, names, seed=seed)
+        methods = tune_choices(dev, test, scores, names, seed=seed, embed=embed)
     else:
         order = [i.id for i in dataset.items]
+        questions = {i.id: i.question for i in dataset.items}
         methods = tune_answers(
-            [i for i in order if i in dev_ids], [i for i in order if i in test_ids], records, names
+            [i for i in order if i in dev_ids],
+            [i for i in order if i in test_ids],
+            records,
+            names,
+            questions,
+            embed,
         )
     return summarise(dataset, split, names, methods, command, seed), methods
 

@@ -21,6 +21,7 @@ from ensemble_core.eval.choice_scoring import ChoiceScores
 from ensemble_core.eval.items import ChoiceItem
 from ensemble_core.eval.metrics import first_line
 from ensemble_core.scoring.answers import normalise_text
+from ensemble_core.scoring.embeddings import EmbedFn
 from ensemble_core.strategies.cascade_calibration import CascadeRecord, MemberOutcome, frontier, replay
 
 Family = Literal["single", "ensemble", "cascade", "router"]
@@ -77,6 +78,7 @@ def tune_choices(
     scores: Mapping[str, Mapping[str, ChoiceScores]],
     members: Sequence[str],
     seed: int = 0,
+    embed: EmbedFn | None = None,
 ) -> list[TunedMethod]:
     """Every member alone, the uniform choice-ensemble, calibrated and stacked combinations (their members
     chosen on dev), and cascades over calibrated confidence (thresholds fitted on dev), each judged on
@@ -134,6 +136,18 @@ def tune_choices(
     singles = {m: FittedCombination.fit(dev_scores, dev_gold, [m], "calibrated", seed) for m in members}
     for order in _cascade_orders(members, dev_scores):
         methods.extend(_cascades(order, singles, dev, test, dev_scores, test_scores, methods))
+
+    def rows(items: Sequence[ChoiceItem], scores: Sequence[MemberScores]):
+        return [
+            (
+                item.question,
+                {m: s[m].prediction("chars") == item.gold for m in members},
+                {m: s[m].cpu_s for m in members},
+            )
+            for item, s in zip(items, scores, strict=True)
+        ]
+
+    methods.extend(routed(rows(dev, dev_scores), rows(test, test_scores), members, embed))
     return methods
 
 
@@ -271,6 +285,8 @@ def tune_answers(
     test: Sequence[str],
     records: Mapping[str, AnswerRecord],
     members: Sequence[str],
+    questions: Mapping[str, str],
+    embed: EmbedFn | None = None,
 ) -> list[TunedMethod]:
     """Every member alone, a majority vote of all, and two-step cascades from each cheaper member to the
     strongest on each confidence score (thresholds fitted on dev to stay within one point of the strongest
@@ -297,6 +313,18 @@ def tune_answers(
             )
         )
     methods.append(_vote(dev, test, records, members))
+
+    def rows(ids: Sequence[str]):
+        return [
+            (
+                questions[i],
+                {m: records[i].answers[m].correct for m in members},
+                {m: records[i].answers[m].cpu_s for m in members},
+            )
+            for i in ids
+        ]
+
+    methods.extend(routed(rows(dev), rows(test), members, embed))
     target = next(m for m in methods if m.label == f"single:{strongest}").dev_accuracy - 0.01
     for cheap in members[:-1]:
         for scorer in ("mean-logprob", "self-verify", "verify-by-strongest", "peer-agreement"):
@@ -427,3 +455,46 @@ def _cascade_config(
         "name": "cascade",
         "params": {"members": [cheap, strongest], "scorer": kind, "thresholds": list(thresholds)},
     }
+
+
+def routed(
+    dev: Sequence[tuple[str, dict[str, bool], dict[str, float]]],
+    test: Sequence[tuple[str, dict[str, bool], dict[str, float]]],
+    members: Sequence[str],
+    embed: EmbedFn | None = None,
+) -> list[TunedMethod]:
+    """`learned-router` fitted on the dev questions (each member's correctness and CPU seconds), at its
+    quality-seeking threshold and at the cheapest dev threshold within one point of its best dev accuracy;
+    each (question, correct per member, CPU s per member) of test is routed by the question alone."""
+    from ensemble_core.strategies.learned_router import LearnedRouter, RouterRecord
+
+    def records(rows: Sequence[tuple[str, dict[str, bool], dict[str, float]]]) -> list[RouterRecord]:
+        return [
+            RouterRecord(
+                conversation=q, quality={m: float(c[m]) for m in members}, cost={m: s[m] for m in members}
+            )
+            for q, c, s in rows
+        ]
+
+    router = LearnedRouter(embed=embed).fit(records(dev))
+    test_predicted = router.predict([q for q, _, _ in test])
+    curve = router.curve(records(dev))
+    best = max(p.quality for p in curve)
+    cheap = min((p for p in curve if p.quality >= best - 0.01), key=lambda p: p.cost)
+    out = []
+    for label, point in (("learned-router", curve[0]), ("learned-router (cheapest within 1 point)", cheap)):
+        chosen = router.choose(test_predicted, point.thresholds[0])
+        names = [router.member_names[i] for i in chosen]
+        out.append(
+            TunedMethod(
+                label=label,
+                family="router",
+                members=list(members),
+                dev_accuracy=point.quality,
+                dev_cost=point.cost,
+                test_correct=[c[n] for (_, c, _), n in zip(test, names, strict=True)],
+                test_cost=[s[n] for (_, _, s), n in zip(test, names, strict=True)],
+                details={"threshold": point.thresholds[0], "dev_shares": point.shares},
+            )
+        )
+    return out

@@ -21,6 +21,11 @@ def _noop(_description: str, _total: int):
     return lambda: None
 
 
+def _embed(texts):
+    """A cheap stand-in for the sentence embedding (routers are tested with the real one elsewhere)."""
+    return np.array([[1.0, float(len(t) % 5), float(len(t) % 3)] for t in texts])
+
+
 def test_the_conditional_logit_recovers_the_weights_that_made_the_choices():
     rng = np.random.default_rng(0)
     true = np.array([2.0, 0.5, 0.0])
@@ -59,12 +64,12 @@ def test_fits_see_only_dev_items_and_every_method_is_judged_on_all_test_items(tm
     }
     dev = [i for i in items if i.id in dev_ids]
     test = [i for i in items if i.id in test_ids]
-    methods = tune_choices(dev, test, scores, ["weak", "good"])
+    methods = tune_choices(dev, test, scores, ["weak", "good"], embed=_embed)
     assert all(len(m.test_correct) == 40 for m in methods)
     assert {m.label for m in methods} >= {"single:weak", "single:good", "choice-ensemble (uniform)"}
     # the fit cannot see the test items: scrambling them leaves every dev figure unchanged
     scrambled = {n: {**s, **{i.id: _scores([-1.0, -1.0], 9.0) for i in test}} for n, s in scores.items()}
-    again = tune_choices(dev, test, scrambled, ["weak", "good"])
+    again = tune_choices(dev, test, scrambled, ["weak", "good"], embed=_embed)
     assert [(m.label.split(" @ ")[0], m.dev_accuracy) for m in methods if m.family != "cascade"] == [
         (m.label.split(" @ ")[0], m.dev_accuracy) for m in again if m.family != "cascade"
     ]
@@ -82,7 +87,7 @@ def test_an_answer_set_is_tuned_from_records_and_the_chosen_config_builds(tmp_pa
         ScriptedMember("cheap", lambda r: "0"),
         ScriptedMember("strong", lambda r: r.messages[-1].content.split()[2].removesuffix("+0?")),
     ]
-    summary, methods = tune(dataset, members, split, tmp_path / "report", _noop, command="test")
+    summary, methods = tune(dataset, members, split, tmp_path / "report", _noop, command="test", embed=_embed)
     best = next(r for r in summary.rows if r.label == "single:strong")
     assert best.test_accuracy == 1.0 and summary.best_member == "single:strong"
     assert any(r.label.startswith("vote") for r in summary.rows)
