@@ -100,12 +100,22 @@ def choice_prompt(item: ChoiceItem) -> str:
     return f"{item.question}\n{options}\nAnswer with the letter of the correct choice."
 
 
+SHORT_ANSWER_HINT = "Answer with the answer alone, in as few words as possible."
+
+
 def request_for(item: Item, max_tokens: int, seed: int) -> Request:
-    text = choice_prompt(item) if isinstance(item, ChoiceItem) else item.question
-    return Request(
-        messages=[Message(role="user", content=text)],
-        params=Params(max_tokens=max_tokens, temperature=0.0, seed=seed),
-    )
+    """The request a generating strategy answers: a multiple-choice question with lettered choices, or a
+    short-answer question with a system hint to answer in a few words (as a short-answer benchmark wants)."""
+    if isinstance(item, ChoiceItem):
+        messages = [Message(role="user", content=choice_prompt(item))]
+    elif item.match == "exact":
+        messages = [
+            Message(role="system", content=SHORT_ANSWER_HINT),
+            Message(role="user", content=item.question),
+        ]
+    else:
+        messages = [Message(role="user", content=item.question)]
+    return Request(messages=messages, params=Params(max_tokens=max_tokens, temperature=0.0, seed=seed))
 
 
 def default_max_tokens(item: Item) -> int:
