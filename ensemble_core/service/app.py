@@ -163,21 +163,18 @@ def create_app(ensemble: Ensemble, settings: ServiceSettings | None = None) -> F
         except (RequestError, ConfigError) as err:
             raise APIError(400, str(err)) from None
         await check_request(target, request, bool(body.logprobs))
+        request = request.model_copy(update={"timeout_s": settings.request_timeout_s})  # the core enforces it
         model_id = body.model or settings.model_name
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            stream = _Stream(target, request, settings.request_timeout_s, lambda: retry_after_s(target))
+            stream = _Stream(target, request, lambda: retry_after_s(target))
             first = await stream.first()
             events = stream.events(first, _Chunks(completion_id, model_id), include_usage, shown)
             return StreamingResponse(events, media_type="text/event-stream")
         try:
-            result: Result = await asyncio.wait_for(
-                target.arun_request(request), timeout=settings.request_timeout_s
-            )
+            result: Result = await target.arun_request(request)
             check_answer(request.response_format, result.text, result.tool_calls)
-        except TimeoutError:
-            raise _past_deadline(settings.request_timeout_s) from None
         except EnsembleError as err:
             raise from_engine(err, retry_after_s(target)) from None
         message = AnswerMessage(
@@ -260,15 +257,6 @@ def _not_ready(loading: _Loading) -> APIError:
     )
 
 
-def _past_deadline(timeout_s: float) -> APIError:
-    return APIError(
-        504,
-        f"the request ran past the service's deadline of {timeout_s:g} s: ask for fewer tokens, or raise "
-        "--request-timeout",
-        code="deadline_exceeded",
-    )
-
-
 def _document_security(app: FastAPI, keys_required: bool) -> None:
     """Declare the bearer scheme on the `/v1` operations in the OpenAPI schema, when keys are required (the
     `Guard` enforces it, before FastAPI sees the request)."""
@@ -315,32 +303,25 @@ class _Chunks:
 
 
 class _Stream:
-    """A streamed answer under the request's deadline. Its first delta is awaited before the response
-    starts, so a request that fails at once (every member refused it, every circuit open) gets its status
-    code, not a 200 with an error inside; a failure later ends the stream with an error event."""
+    """A streamed answer (the core holds it to the request's deadline). Its first delta is awaited before
+    the response starts, so a request that fails at once (every member refused it, every circuit open, the
+    deadline) gets its status code, not a 200 with an error inside; a failure later ends the stream with an
+    error event."""
 
-    def __init__(
-        self, target: Ensemble, request: Request, timeout_s: float, retry_after_s: Callable[[], int]
-    ):
+    def __init__(self, target: Ensemble, request: Request, retry_after_s: Callable[[], int]):
         self.deltas = target.astream_request(request)
         self.request = request
-        self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
-        self.deadline = asyncio.get_running_loop().time() + timeout_s
 
     async def next(self) -> Delta | None:
-        remaining = max(self.deadline - asyncio.get_running_loop().time(), 0.0)
         try:
-            return await asyncio.wait_for(anext(self.deltas), timeout=remaining)
+            return await anext(self.deltas)
         except StopAsyncIteration:
             return None
 
     async def first(self) -> Delta | None:
         try:
             return await self.next()
-        except TimeoutError:
-            await aclose(self.deltas)
-            raise _past_deadline(self.timeout_s) from None
         except EnsembleError as err:
             await aclose(self.deltas)
             raise from_engine(err, self.retry_after_s()) from None
@@ -370,8 +351,6 @@ class _Stream:
                     tool_chunks.extend(delta.tool_call_chunks)
                     yield chunks.delta(_delta_body(delta))
                 delta = await self.next()
-        except TimeoutError:
-            yield _error_event(_past_deadline(self.timeout_s))
         except EnsembleError as err:
             yield _error_event(from_engine(err, self.retry_after_s()))
         finally:

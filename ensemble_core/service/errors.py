@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ensemble_core.errors import (
     AllMembersFailedError,
     ConfigError,
+    DeadlineExceededError,
     EnsembleError,
     RequestError,
     ResponseFormatError,
@@ -133,6 +134,10 @@ def from_engine(err: EnsembleError, retry_after_s: int = 1) -> APIError:
     """An engine error -> its answer: the request's fault (a `RequestError` or `ConfigError`, also as the
     cause of a member's failure) is 400; every circuit open is 503 with `Retry-After: retry_after_s`; a
     timeout of every member is 504; any other fault of a member or the transport is 502."""
+    if isinstance(err, DeadlineExceededError):
+        return APIError(
+            504, f"{err}; the service's --request-timeout sets the deadline", code="deadline_exceeded"
+        )
     causes = list(err.errors.values()) if isinstance(err, AllMembersFailedError) else [err]
     if causes and all(_requests_fault(cause) for cause in causes):
         return invalid("; ".join(dict.fromkeys(str(_root(cause)) for cause in causes)))
