@@ -175,6 +175,7 @@ def create_app(ensemble: Ensemble, settings: ServiceSettings | None = None) -> F
             result: Result = await asyncio.wait_for(
                 target.arun_request(request), timeout=settings.request_timeout_s
             )
+            result.require_valid_calls()
             check_answer(request.response_format, result.text, result.tool_calls)
         except TimeoutError:
             raise _past_deadline(settings.request_timeout_s) from None
