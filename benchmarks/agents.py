@@ -72,9 +72,15 @@ TEXTS = [
     ("Bob Chen, 45, has lived in Toronto all his life.", Person(name="Bob Chen", age=45, city="Toronto")),
     ("At 27, Carla Diaz moved to Madrid.", Person(name="Carla Diaz", age=27, city="Madrid")),
     ("Tokyo resident Kenji Sato turned 52 this year.", Person(name="Kenji Sato", age=52, city="Tokyo")),
-    ("Meet Olga Petrova: 38 years old, living in Moscow.", Person(name="Olga Petrova", age=38, city="Moscow")),
+    (
+        "Meet Olga Petrova: 38 years old, living in Moscow.",
+        Person(name="Olga Petrova", age=38, city="Moscow"),
+    ),
     ("David Smith (60) lives in London.", Person(name="David Smith", age=60, city="London")),
-    ("Priya Sharma is a 24-year-old engineer from Mumbai.", Person(name="Priya Sharma", age=24, city="Mumbai")),
+    (
+        "Priya Sharma is a 24-year-old engineer from Mumbai.",
+        Person(name="Priya Sharma", age=24, city="Mumbai"),
+    ),
     ("Lukas Weber, aged 33, lives in Berlin.", Person(name="Lukas Weber", age=33, city="Berlin")),
     ("Sofia Rossi lives in Rome; she is 29.", Person(name="Sofia Rossi", age=29, city="Rome")),
     ("John Doe is 41 and his home is in Chicago.", Person(name="John Doe", age=41, city="Chicago")),
@@ -112,7 +118,9 @@ def fields_right(found: Any, expected: Person) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ensembles", default="default,fallback,cascade")
     parser.add_argument("--tasks", type=int, default=len(TASKS))
     parser.add_argument("--texts", type=int, default=len(TEXTS))
@@ -141,7 +149,8 @@ def main() -> None:
             print(f"  extract {status} {text!r}: {parsed!r} error={out['parsing_error']}", flush=True)
         extract_s = time.perf_counter() - start
         print(
-            f"RESULT {which}: agent right tool {tools_ok}/{args.tasks}, right answer {answers_ok}/{args.tasks} "
+            f"RESULT {which}: agent right tool {tools_ok}/{args.tasks}, "
+            f"right answer {answers_ok}/{args.tasks} "
             f"({agent_s:.0f} s); extraction valid {valid}/{args.texts}, fields right {right}/{args.texts} "
             f"({extract_s:.0f} s)",
             flush=True,

@@ -158,7 +158,9 @@ class UnionConstraint:
         """The member read these ids (the chosen token, in its own ids): its grammar state moves on."""
         constraint = self.constraints.get(member)
         if constraint is not None and not constraint.advance(ids):
-            del self.constraints[member]  # off its grammar (it cannot happen to a masked choice): unconstrained
+            del self.constraints[
+                member
+            ]  # off its grammar (it cannot happen to a masked choice): unconstrained
 
 
 def choose_constrained(

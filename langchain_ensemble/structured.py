@@ -30,7 +30,9 @@ def structured_runnable(
     if method not in METHODS:
         raise ConfigError(f"with_structured_output(method={method!r}) is not known; use one of: {METHODS}")
     if schema is None and method != "json_mode":
-        raise ConfigError(f"with_structured_output(method={method!r}) needs a schema (only json_mode goes without)")
+        raise ConfigError(
+            f"with_structured_output(method={method!r}) needs a schema (only json_mode goes without)"
+        )
     fmt = {"kwargs": {"method": method}, "schema": schema}
     llm: Runnable[LanguageModelInput, BaseMessage]
     if method == "function_calling":
@@ -39,7 +41,9 @@ def structured_runnable(
         llm = model.bind_tools([tool], tool_choice=name, ls_structured_output_format=fmt)
         read: Callable[[BaseMessage], Any] = _tool_arguments
     else:
-        llm = model.bind(response_format=_response_format(schema, method, strict), ls_structured_output_format=fmt)
+        llm = model.bind(
+            response_format=_response_format(schema, method, strict), ls_structured_output_format=fmt
+        )
         read = _json_content
     parser = RunnableLambda(lambda message: _validated(schema, read(message)), name="parse_structured_output")
     if not include_raw:

@@ -72,9 +72,9 @@ def _as_call(raw: str, names: set[str]) -> ToolCall | None:
 
 class ProseStream:
     """The prose of an answer that may hold tool calls, streamed as it is written: text is shown up to the
-    point where a call may begin (a `<tool_call>` tag, a code fence, or an answer that opens like bare JSON) and
-    held from there; trailing whitespace is held too, since the parsed prose is stripped. `finish` gives the
-    rest of the parsed prose, so the shown deltas add up to the answer's text."""
+    point where a call may begin (a `<tool_call>` tag, a code fence, or an answer that opens like bare JSON)
+    and held from there; trailing whitespace is held too, since the parsed prose is stripped. `finish` gives
+    the rest of the parsed prose, so the shown deltas add up to the answer's text."""
 
     def __init__(self) -> None:
         self.written = ""

@@ -15,6 +15,7 @@ from ensemble_core.errors import ContextWindowError, ResponseFormatError
 from ensemble_core.service.errors import invalid
 from ensemble_core.types import Request, ResponseFormat, ToolCall
 
+
 async def check_request(ensemble: Ensemble, request: Request, logprobs: bool) -> None:
     """Raise a 400 `APIError` when the ensemble cannot honour what the request asks."""
     strategy = ensemble.strategy.name

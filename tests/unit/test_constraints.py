@@ -177,7 +177,9 @@ def test_a_streamed_forced_call_arrives_as_one_tool_call_chunk(roomy):
 def test_union_tokens_a_member_lacks_are_checked_by_its_own_spelling(roomy, roomy_merged):
     alignment = member_alignment([roomy, roomy_merged])
     request = asking("get_weather")
-    constraint = UnionConstraint(alignment, {0: roomy.constraint(request), 1: roomy_merged.constraint(request)})
+    constraint = UnionConstraint(
+        alignment, {0: roomy.constraint(request), 1: roomy_merged.constraint(request)}
+    )
     mask = constraint.mask([0, 1])
     assert mask is not None
     assert {alignment.union_bytes[u] for u in mask.nonzero().flatten().tolist()} == {b"<"}

@@ -2,11 +2,11 @@
 
 A request asks for a form: a forced tool call (`tool_choice` "required" or a tool's name), an optional one
 (`tool_choice` "auto": free text, or a call that, once begun, must finish validly), JSON that matches a schema
-or any JSON object (`response_format`). `request_grammar` writes that form as a Lark grammar in the model's own
-tool-call format (Qwen2.5's and Hermes' `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, its
-tags as the tokenizer's own tokens where it has them). A `Constraint` follows one answer through it and says
-which of the model's tokens keep the answer valid; `RowConstraints` is the `LogitsProcessor` that masks each
-row of a batched `generate` by its own constraint (or none)."""
+or any JSON object (`response_format`). `request_grammar` writes that form as a Lark grammar in the model's
+own tool-call format (Qwen2.5's and Hermes' `<tool_call>` / `</tool_call>` tags around one JSON line
+`{"name": ..., "arguments": {...}}`, the tags as the tokenizer's own tokens where it has them). A `Constraint`
+follows one answer through it and says which of the model's tokens keep the answer valid; `RowConstraints` is
+the `LogitsProcessor` that masks each row of a batched `generate` by its own constraint (or none)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def _regex_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in r"\/.^$*+?()[]{}|" else c for c in text)
 
 
-# the tokenizer as llguidance sees it, built once per tokenizer -------------------------------------------------
+# the tokenizer as llguidance sees it, built once per tokenizer ---------------------------------------------
 _TOKENIZERS: dict[int, tuple[PreTrainedTokenizerBase, llguidance.LLTokenizer]] = {}
 _LOCK = threading.Lock()
 

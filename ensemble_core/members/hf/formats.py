@@ -54,8 +54,8 @@ def plain_prompt(messages: Sequence[Message]) -> str:
 
 
 def tools_system_text(tools: Sequence[ToolSpec]) -> str:
-    """Tool descriptions and the call format (Hermes / Qwen2.5 tags), with a call to the first tool as a worked
-    example, for models whose template cannot render tools."""
+    """Tool descriptions and the call format (Hermes / Qwen2.5 tags), with a call to the first tool as a
+    worked example, for models whose template cannot render tools."""
     specs = "\n".join(json.dumps(t.as_openai()["function"], ensure_ascii=False) for t in tools)
     example = json.dumps({"name": tools[0].name, "arguments": example_arguments(tools[0].parameters)})
     return (

@@ -162,7 +162,8 @@ class HFMember(Member):
         return len(self.token_ids(self.format_prompt(request), prompt=True))
 
     def token_ids(self, text: str, *, prompt: bool = False) -> list[int]:
-        """Ids of `text` in this model's tokenizer (as a prompt, with its special tokens, or as plain text)."""
+        """Ids of `text` in this model's tokenizer (as a prompt, with its special tokens; or as plain
+        text)."""
         tokenizer = self.text_tokenizer()
         add_special = prompt and not (tokenizer.bos_token and text.startswith(tokenizer.bos_token))
         return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
