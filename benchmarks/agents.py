@@ -91,9 +91,9 @@ def chat_model(which: str) -> EnsembleChatModel:
     from ensemble_core.members.packaged import qwen05, qwen15
 
     if which == "default":
-        return EnsembleChatModel(max_tokens=128)
+        return EnsembleChatModel(max_tokens=64)
     members = [qwen05(), qwen15()]
-    return EnsembleChatModel(members=members, strategy=which, max_tokens=128)
+    return EnsembleChatModel(members=members, strategy=which, max_tokens=64)
 
 
 def run_task(agent: Any, question: str, tool_name: str, expected: str) -> tuple[bool, bool, str]:

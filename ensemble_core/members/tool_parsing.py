@@ -36,7 +36,10 @@ def parse_answer(
     text: str, request: Request, cut: bool = False
 ) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
     """(prose, calls, invalid calls) of an answer to `request`. When the request forces a call and the answer
-    holds none, the answer is that call, invalid: `cut` says it ended at the token budget."""
+    holds none, the answer is that call, invalid: `cut` says it ended at the token budget. With `tool_choice`
+    "none" the answer is prose, whatever it looks like."""
+    if request.tool_choice == "none":
+        return text, [], []
     prose, calls = parse_tool_calls(text, request.tools)
     forced = bool(request.tools) and request.tool_choice not in (None, "auto", "none")
     if calls or not forced:
@@ -106,3 +109,25 @@ def _partial_tag(text: str) -> int:
     """Length of the longest end of `text` that begins a `<tool_call>` tag."""
     longest = min(len(CALL_OPEN) - 1, len(text))
     return next((n for n in range(longest, 0, -1) if text.endswith(CALL_OPEN[:n])), 0)
+
+
+def repeats_answered_calls(request: Request, calls: Sequence[ToolCall]) -> bool:
+    """Whether an answer to a request that leaves the choice to the model (`tool_choice` "auto") only makes
+    calls the conversation already holds results for (same tool, same arguments): the loop a small model
+    falls into after a tool answers. Such a member is asked again with `tool_choice` "none", to answer from
+    the results."""
+    if not calls or request.tool_choice not in (None, "auto"):
+        return False
+    answered_ids = {m.tool_call_id for m in request.messages if m.role == "tool"}
+    answered = {
+        _call_key(c)
+        for m in request.messages
+        if m.role == "assistant"
+        for c in m.tool_calls
+        if c.id in answered_ids
+    }
+    return all(_call_key(c) in answered for c in calls)
+
+
+def _call_key(call: ToolCall) -> tuple[str, str]:
+    return call.name, json.dumps(call.arguments, sort_keys=True)

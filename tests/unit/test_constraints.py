@@ -16,10 +16,10 @@ from ensemble_core.fused_decoding import member_alignment
 from ensemble_core.members.hf import HFMember
 from ensemble_core.members.hf.constraints import closed, constraint_for, request_grammar
 from ensemble_core.members.hf.formats import tools_system_text
-from ensemble_core.members.tool_parsing import ProseStream, parse_answer
+from ensemble_core.members.tool_parsing import ProseStream, parse_answer, repeats_answered_calls
 from ensemble_core.mixing import UnionConstraint
 from ensemble_core.strategies import TokenFusion
-from ensemble_core.types import Message, Request, ResponseFormat, ToolSpec
+from ensemble_core.types import Message, Request, ResponseFormat, ToolCall, ToolSpec
 from langchain_ensemble import EnsembleChatModel
 from tests.unit.test_token_fusion import MERGES
 from tests.unit.tiny_models import byte_tokenizer, tiny_llama
@@ -95,10 +95,30 @@ def test_auto_allows_prose_or_a_call_that_once_begun_must_finish(roomy):
     assert allowed_text(roomy, call) == {"{"} and not call.complete
 
 
-def test_no_grammar_without_a_form_to_keep():
+def test_no_grammar_without_a_form_to_keep_and_only_prose_when_calls_are_declined(roomy):
     assert request_grammar(asking(None, tools=())) is None
-    assert request_grammar(asking("none")) is None
     assert request_grammar(asking(None, tools=(), response_format=ResponseFormat(type="text"))) is None
+    lm = roomy.loaded()
+    declined = constraint_for(lm.tokenizer, lm.vocab_width, lm.eos_ids(), asking("none"))
+    opening = allowed_text(roomy, declined)
+    assert "{" not in opening and "`" not in opening and "<" in opening  # no bare or fenced JSON, no tag
+    assert declined.advance(lm.encode_continuation("<tool")) and not declined.fits(
+        lm.encode_continuation("_call>")
+    )
+
+
+def test_a_call_the_conversation_already_answered_is_not_made_again():
+    call = ToolCall(id="call_1", name="get_weather", arguments={"city": "Rome"})
+    thread = [
+        Message(role="user", content="weather?"),
+        Message(role="assistant", tool_calls=[call]),
+        Message(role="tool", content="sunny", tool_call_id="call_1"),
+    ]
+    request = Request(messages=thread, tools=[WEATHER], tool_choice="auto")
+    assert repeats_answered_calls(request, [ToolCall(name="get_weather", arguments={"city": "Rome"})])
+    assert not repeats_answered_calls(request, [ToolCall(name="get_weather", arguments={"city": "Paris"})])
+    forced = request.model_copy(update={"tool_choice": "get_weather"})
+    assert not repeats_answered_calls(forced, [ToolCall(name="get_weather", arguments={"city": "Rome"})])
 
 
 def test_objects_are_closed_unless_they_say_otherwise():

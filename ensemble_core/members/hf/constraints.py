@@ -41,11 +41,18 @@ def forces_call(request: Request) -> bool:
 
 def request_grammar(request: Request, tokens: frozenset[str] = frozenset()) -> str | None:
     """The Lark grammar of the answer the request asks for, or None when any text will do. `tokens` are the
-    tool-call tags the tokenizer has as single tokens (written as those tokens, not spelled in bytes)."""
-    tools = request.tools if request.tool_choice != "none" else []
+    tool-call tags the tokenizer has as single tokens (written as those tokens, not spelled in bytes).
+
+    With tools, free text is text that does not itself begin a call: no `<tool_call>` tag, and no bare or
+    fenced JSON object to open it (a call written without its tags, which small models fall into);
+    `tool_choice` "none" allows only such text."""
     answer = _format_rule(request.response_format)
+    tools = request.tools
     if not tools:
         return None if answer is None else f"start: answer\nanswer: {answer}\n"
+    text_rule = f"TEXT: /(?s:\\s*[^{{`\\s].*)/ & ~/(?s:.*{_regex_escape(CALL_OPEN)}.*)/"
+    if request.tool_choice == "none":
+        return f"start: answer\nanswer: {answer}\n" if answer is not None else f"start: TEXT\n{text_rule}\n"
     choice = request.tool_choice
     chosen = [t for t in tools if t.name == choice] or list(tools)
     rules = _call_rules(chosen, tokens)
@@ -53,10 +60,7 @@ def request_grammar(request: Request, tokens: frozenset[str] = frozenset()) -> s
         return f"start: block\n{rules}"
     prose = "answer" if answer is not None else "TEXT | TEXT? blocks"
     lines = [f"start: {prose} | blocks", 'blocks: block ("\\n" block)*', rules]
-    if answer is not None:
-        lines.append(f"answer: {answer}")
-    else:  # free text that does not itself begin a call (a call it begins goes through `block`)
-        lines.append(f"TEXT: /(?s:.+)/ & ~/(?s:.*{_regex_escape(CALL_OPEN)}.*)/")
+    lines.append(f"answer: {answer}" if answer is not None else text_rule)
     return "\n".join(lines) + "\n"
 
 
