@@ -32,14 +32,14 @@ TOOL_TESTS = (
 # arguments now pass; what is left is what SmolLM2-135M itself does inside the grammar.
 _REPEATS = (
     "SmolLM2-135M repeats itself inside the Joke's setup string ('A cat is a cat, a cat is a cat, ...') "
-    "until max_tokens, so the JSON never closes (the grammar keeps it JSON; the mechanism passes with the scripted "
-    "member in TestScriptedToolCallingEnsemble)"
+    "until max_tokens, so the JSON never closes (the grammar keeps it JSON; the mechanism passes with the "
+    "scripted member in TestScriptedToolCallingEnsemble)"
 )
 PACKAGED_XFAILS = {
     "test_agent_loop": "SmolLM2-135M answers the weather question in prose instead of choosing to call "
     "get_weather (tool_choice auto leaves the choice to the model; forced calls pass)",
-    "test_unicode_tool_call_integration": "SmolLM2-135M's forced call runs past max_tokens=48 while it writes "
-    "the CJK customer name, and is reported as an invalid_tool_calls entry",
+    "test_unicode_tool_call_integration": "SmolLM2-135M's forced call runs past max_tokens=48 while it "
+    "writes the CJK customer name, and is reported as an invalid_tool_calls entry",
     "test_structured_output": _REPEATS,
     "test_structured_output_async": _REPEATS,
     "test_structured_output_pydantic_2_v1": _REPEATS,
