@@ -93,6 +93,9 @@ def test_auto_allows_prose_or_a_call_that_once_begun_must_finish(roomy):
     call = constraint_for(lm.tokenizer, lm.vocab_width, lm.eos_ids(), asking("auto"))
     assert call.advance(lm.encode_continuation("<tool_call>\n"))
     assert allowed_text(roomy, call) == {"{"} and not call.complete
+    bare = constraint_for(lm.tokenizer, lm.vocab_width, lm.eos_ids(), asking("auto"))
+    assert bare.advance(lm.encode_continuation('{"name": "'))  # an untagged call is a call: a valid one
+    assert allowed_text(roomy, bare) == {"g"}
 
 
 def test_no_grammar_without_a_form_to_keep_and_only_prose_when_calls_are_declined(roomy):

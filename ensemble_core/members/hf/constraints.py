@@ -44,8 +44,8 @@ def request_grammar(request: Request, tokens: frozenset[str] = frozenset()) -> s
     tool-call tags the tokenizer has as single tokens (written as those tokens, not spelled in bytes).
 
     With tools, free text is text that does not itself begin a call: no `<tool_call>` tag, and no bare or
-    fenced JSON object to open it (a call written without its tags, which small models fall into);
-    `tool_choice` "none" allows only such text."""
+    fenced JSON object to open it. A call written without its tags (bare or fenced JSON, the form small
+    models fall into) is a call too, and must be a valid one. `tool_choice` "none" allows only free text."""
     answer = _format_rule(request.response_format)
     tools = request.tools
     if not tools:
@@ -59,7 +59,8 @@ def request_grammar(request: Request, tokens: frozenset[str] = frozenset()) -> s
     if forces_call(request):
         return f"start: block\n{rules}"
     prose = "answer" if answer is not None else "TEXT | TEXT? blocks"
-    lines = [f"start: {prose} | blocks", 'blocks: block ("\\n" block)*', rules]
+    untagged = 'call | "```json\\n" call "\\n```"'
+    lines = [f"start: {prose} | blocks | {untagged}", 'blocks: block ("\\n" block)*', rules]
     lines.append(f"answer: {answer}" if answer is not None else text_rule)
     return "\n".join(lines) + "\n"
 
