@@ -3,8 +3,8 @@ valid call, "auto" lets the model choose and finishes a call it starts, `with_st
 LlamaIndex's `structured_predict` give objects that validate, token fusion keeps the grammar in the union
 vocabulary, agents call their tool. Token counts and windows come from the members' own files.
 
-The agent runs on Qwen2.5-Coder-0.5B take a minute or more on two busy cores: they are marked slow
-(`scripts/test --runslow tests/integration/test_agents_structured.py`)."""
+The runs on Qwen2.5-Coder-0.5B (a forced call and a free choice, agents) take minutes on two busy cores: they
+are marked slow (`scripts/test --runslow tests/integration/test_agents_structured.py`)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def test_a_forced_call_on_the_default_ensemble_is_one_call_that_validates():
     validate(call["args"], {**ARGUMENTS, "required": ["a", "b"]})
 
 
+@pytest.mark.slow
 def test_qwen_fills_a_forced_call_and_chooses_the_tool_on_its_own(qwen05):
     chat = EnsembleChatModel(members=[qwen05], strategy="fallback", max_tokens=48)
     forced = chat.bind_tools([multiply], tool_choice="any").invoke("What is 6 times 7?")
