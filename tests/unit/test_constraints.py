@@ -21,6 +21,7 @@ from ensemble_core.mixing import UnionConstraint
 from ensemble_core.strategies import TokenFusion
 from ensemble_core.types import Message, Request, ResponseFormat, ToolCall, ToolSpec
 from langchain_ensemble import EnsembleChatModel
+from llamaindex_ensemble import EnsembleLLM
 from tests.unit.test_token_fusion import MERGES
 from tests.unit.tiny_models import byte_tokenizer, tiny_llama
 
@@ -195,6 +196,13 @@ def test_a_streamed_forced_call_arrives_as_one_tool_call_chunk(roomy):
     assert merged.content == "" and merged.tool_calls[0]["name"] == "get_weather"
 
 
+def test_prose_streams_token_by_token_when_tools_are_bound(roomy):
+    chat = EnsembleChatModel(members=[roomy], max_tokens=12).bind_tools([WEATHER.as_openai()])
+    chunks = [c for c in chat.stream("weather?") if c.content]
+    assert len(chunks) > 1  # text as it comes, not one block at the end
+    assert "".join(c.content for c in chunks) == chat.invoke("weather?").content
+
+
 # token fusion: the union vocabulary
 # ----------------------------------------------------------------------------------------------------------
 def test_union_tokens_a_member_lacks_are_checked_by_its_own_spelling(roomy, roomy_merged):
@@ -257,4 +265,5 @@ def test_token_counts_and_the_window_come_before_any_weights_load(tmp_path):
     request = Request(messages=[Message(role="user", content="hello")])
     assert chat.get_num_tokens_from_messages([HumanMessage("hello")]) == member.prompt_tokens(request)
     assert chat.profile["max_input_tokens"] == 512
+    assert EnsembleLLM(members=[member]).metadata.context_window == 512
     assert member._lm is None  # nothing above loaded the weights
