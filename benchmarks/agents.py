@@ -17,10 +17,12 @@ from typing import Any
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
+from langgraph.errors import GraphRecursionError
 from pydantic import BaseModel, Field
 
 from langchain_ensemble import EnsembleChatModel
 
+RECURSION_LIMIT = 6
 ROOMS = {"alice": "204", "bob": "117", "carol": "311", "dave": "509"}
 
 
@@ -91,14 +93,20 @@ def chat_model(which: str) -> EnsembleChatModel:
     from ensemble_core.members.packaged import qwen05, qwen15
 
     if which == "default":
-        return EnsembleChatModel(max_tokens=64)
+        return EnsembleChatModel(max_tokens=48)
     members = [qwen05(), qwen15()]
-    return EnsembleChatModel(members=members, strategy=which, max_tokens=64)
+    return EnsembleChatModel(members=members, strategy=which, max_tokens=48)
 
 
 def run_task(agent: Any, question: str, tool_name: str, expected: str) -> tuple[bool, bool, str]:
-    """(right tool called, right final answer, what happened)."""
-    state = agent.invoke({"messages": [{"role": "user", "content": question}]})
+    """(right tool called, right final answer, what happened); an agent still calling tools after
+    `RECURSION_LIMIT` graph steps (two calls and their answers) has missed."""
+    try:
+        state = agent.invoke(
+            {"messages": [{"role": "user", "content": question}]}, {"recursion_limit": RECURSION_LIMIT}
+        )
+    except GraphRecursionError:
+        return False, False, f"still calling tools after {RECURSION_LIMIT} steps"
     messages = state["messages"]
     called = [c["name"] for m in messages if isinstance(m, AIMessage) for c in m.tool_calls]
     results = [m.content for m in messages if isinstance(m, ToolMessage)]

@@ -267,3 +267,31 @@ def test_token_counts_and_the_window_come_before_any_weights_load(tmp_path):
     assert chat.profile["max_input_tokens"] == 512
     assert EnsembleLLM(members=[member]).metadata.context_window == 512
     assert member._lm is None  # nothing above loaded the weights
+
+
+# the service
+# ----------------------------------------------------------------------------------------------------------
+def test_the_service_honours_response_format_and_tool_choice_on_a_local_member(roomy):
+    import httpx
+
+    from tests.serving import serving
+
+    schema = {"name": "choice", "schema": CHOICE}
+    body = {
+        "messages": [{"role": "user", "content": "ok?"}],
+        "max_tokens": 40,
+        "response_format": {"type": "json_schema", "json_schema": schema},
+    }
+    forced = {
+        "messages": [{"role": "user", "content": "weather?"}],
+        "max_tokens": 96,
+        "tools": [WEATHER.as_openai()],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    }
+    with serving(Ensemble([roomy], "fallback")) as url:
+        answer = httpx.post(f"{url}/chat/completions", json=body, timeout=120).json()
+        called = httpx.post(f"{url}/chat/completions", json=forced, timeout=120).json()
+    validate(json.loads(answer["choices"][0]["message"]["content"]), CHOICE)
+    [call] = called["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather" and called["choices"][0]["finish_reason"] == "tool_calls"
+    validate(json.loads(call["function"]["arguments"]), WEATHER.parameters)
