@@ -9,7 +9,7 @@ from typing import Any
 
 from ensemble_core.asyncio_bridge import aclose, iterate_sync, run_sync
 from ensemble_core.config import EnsembleConfig, load_config
-from ensemble_core.errors import ConfigError, DeadlineExceededError, UnknownModelError
+from ensemble_core.errors import CapabilityError, ConfigError, DeadlineExceededError, UnknownModelError
 from ensemble_core.members.base import Member
 from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.base import Strategy
@@ -162,6 +162,29 @@ class Ensemble:
 
     def members_used(self) -> list[Member]:
         return self.strategy.members_used(list(self.members.values()))
+
+    def token_ids(self, text: str) -> list[int]:
+        """`text` in the tokens of the member that spends the most on it, among those the strategy uses that
+        have their own tokenizer at hand (no weights load, no network)."""
+        counted = [ids for m in self.members_used() if (ids := m.token_ids(text)) is not None]
+        if not counted:
+            raise CapabilityError(self._cannot_count())
+        return max(counted, key=len)
+
+    def prompt_tokens(self, request: Request) -> int:
+        """The tokens the request's prompt takes for the member that spends the most on it (its own prompt
+        format, tools included), among the members the strategy uses that can tell without a call."""
+        counts = [n for m in self.members_used() if (n := m.prompt_tokens(request)) is not None]
+        if not counts:
+            raise CapabilityError(self._cannot_count())
+        return max(counts)
+
+    def _cannot_count(self) -> str:
+        names = ", ".join(m.name for m in self.members_used())
+        return (
+            f"none of the members ({names}) can count tokens without a model call (only members with a local "
+            "tokenizer, such as HFMember, can); pass your own token counter instead"
+        )
 
     @property
     def context_window(self) -> int | None:

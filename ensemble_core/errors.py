@@ -71,6 +71,15 @@ class ResponseFormatError(EnsembleError, RuntimeError):
     """The answer does not have the form `response_format` asked for (not JSON, or JSON off the schema)."""
 
 
+class InvalidToolCallError(EnsembleError, RuntimeError):
+    """The answer is a tool call that is not valid (a forced call cut at max_tokens, say): reported, never
+    passed on as prose."""
+
+    def __init__(self, reasons: list[str]):
+        super().__init__(f"the answer's tool call is invalid: {'; '.join(dict.fromkeys(reasons))}")
+        self.reasons = reasons
+
+
 class EmptyAnswerError(EnsembleError, RuntimeError):
     """A member answered with neither text nor tool calls where an answer was required."""
 

@@ -23,7 +23,7 @@ from ensemble_core.errors import AllMembersFailedError, CapabilityError
 from ensemble_core.members.base import Member
 from ensemble_core.members.step import StepSession
 from ensemble_core.members.text_stream import TextAssembler
-from ensemble_core.mixing import Mixer, Mixing, choose, generator_for
+from ensemble_core.mixing import Mixer, Mixing, UnionConstraint, choose_constrained, generator_for
 from ensemble_core.types import FinishReason, Request
 
 
@@ -52,11 +52,13 @@ class RowOutcome(BaseModel):
 
 @dataclass
 class Timing:
-    """Where the time of the loop went: member forward passes, and alignment (projection, mixing, feeding)."""
+    """Where the time of the loop went: member forward passes, alignment (projection, mixing, feeding), and
+    the grammar constraints (masks in the union vocabulary, advancing each member's grammar state)."""
 
     forward_s: dict[str, float] = field(default_factory=dict)
     mix_s: float = 0.0
     feed_s: float = 0.0
+    constrain_s: float = 0.0
     steps: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +66,7 @@ class Timing:
             "forward_s": dict(self.forward_s),
             "mix_s": self.mix_s,
             "feed_s": self.feed_s,
+            "constrain_s": self.constrain_s,
             "steps": self.steps,
         }
 
@@ -121,9 +124,11 @@ class FusedDecoding:
         self.active = [True] * rows
         self.cancelled = threading.Event()
         self.sessions: dict[int, StepSession] = {}
+        self.constraints: dict[int, UnionConstraint] = {}
         for i, member in enumerate(self.members):
             self._guard(i, functools.partial(self._open, i, member))
         self._require_someone()
+        self._constrain()
 
     # sessions -----------------------------------------------------------------------------------------------
     def _open(self, i: int, member: Member) -> None:
@@ -132,6 +137,19 @@ class FusedDecoding:
         self.sessions[i] = session
         for row, outcome in enumerate(self.outcomes):
             outcome.prompt_tokens[member.name] = len(session.token_ids(row))
+
+    def _constrain(self) -> None:
+        """Each row's grammar (a forced tool call, a JSON schema) from every member that can enforce one: its
+        own grammar state per member, checked in the union vocabulary."""
+        for row, request in enumerate(self.requests):
+            own = {}
+            for i in self.sessions:
+                make = getattr(self.members[i], "constraint", None)
+                constraint = make(request) if make is not None else None
+                if constraint is not None:
+                    own[i] = constraint
+            if own:
+                self.constraints[row] = UnionConstraint(self.alignment, own)
 
     def _guard(self, i: int, action: Callable[[], object]) -> None:
         """Run a member's action, timed; a failure (its session's time budget spent, say) drops the
@@ -175,9 +193,14 @@ class FusedDecoding:
             logprobs = [self.sessions[i].logprobs() for i in alive]
             sampling = any(not p.greedy for p in params)
             scores = self.mixer.mix(logprobs, alive, weights, as_log=sampling)
-            picks = choose(scores.cpu() if sampling else scores, params, generators)
             tops = {i: self.mixer.top(i, lp) for i, lp in zip(alive, logprobs, strict=True)}
-            self.timing.mix_s += time.perf_counter() - start
+            constrained = {row: c for row, c in self.constraints.items() if self.active[row]}
+            mixed = time.perf_counter()
+            self.timing.mix_s += mixed - start
+            picks = choose_constrained(
+                scores.cpu() if sampling else scores, params, generators, constrained, alive, sampling
+            )
+            self.timing.constrain_s += time.perf_counter() - mixed
             deltas = [""] * len(self.requests)
             taken = [
                 self.active[row] and union_id not in self.alignment.eos for row, union_id in enumerate(picks)
@@ -231,6 +254,10 @@ class FusedDecoding:
             session = self.sessions[i]
             for row, ids in enumerate(spelled):
                 self.outcomes[row].member_ids[member.name].extend(ids)
+                if ids and row in self.constraints:
+                    started = time.perf_counter()
+                    self.constraints[row].advance(i, ids)
+                    self.timing.constrain_s += time.perf_counter() - started
                 if (
                     self.active[row]
                     and window is not None

@@ -2,18 +2,21 @@
 
 `prob` mixes probabilities (a mixture of experts: p = sum_i w_i p_i); `logit` mixes log-probabilities (a
 product of experts, PackLLM's choice: p ~ exp(sum_i w_i log p_i)). Members with different tokenizers are first
-projected into the union vocabulary of their `Alignment` with one `index_add_` each.
+projected into the union vocabulary of their `Alignment` with one `index_add_` each. Rows whose answer must
+keep to a grammar (a tool call, a JSON schema) choose only among the union tokens every constrained member's
+grammar allows (`UnionConstraint`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from ensemble_core.alignment import Alignment
+from ensemble_core.members.step import TokenConstraint
 from ensemble_core.types import Params
 
 Mixing = Literal["prob", "logit"]
@@ -21,6 +24,8 @@ Mixing = Literal["prob", "logit"]
 # log of the smallest probability a member is taken to give a token it lacks or rules out (logit mixing):
 # finite, so a weight of 0 removes a member exactly instead of giving 0 * -inf = nan.
 _LOG_FLOOR = -69.0
+# a constrained row whose chosen token a member cannot spell validly chooses again, at most this often
+_MAX_RETRIES = 64
 
 
 class Mixer:
@@ -112,3 +117,72 @@ def generator_for(params: Params, device: torch.device) -> torch.Generator | Non
     if params.greedy or params.seed is None:
         return None
     return torch.Generator(device=device).manual_seed(params.seed)
+
+
+class UnionConstraint:
+    """One row's grammar constraints, one per constrained member, over the union vocabulary: a union token
+    may be chosen only if its bytes keep every constrained member's answer valid.
+
+    A member's own tokens are checked by its mask in one scatter; a union token it lacks (it must spell the
+    bytes in several of its own ids) is let through the mask and checked after it is chosen (`fits`), so the
+    cost per step is one mask per member, whatever the size of the union."""
+
+    def __init__(self, alignment: Alignment, constraints: Mapping[int, TokenConstraint]):
+        self.alignment = alignment
+        self.constraints = dict(constraints)
+        self._lacks = {m: torch.tensor(alignment.from_union[m]) < 0 for m in self.constraints}
+
+    def mask(self, alive: Sequence[int]) -> torch.Tensor | None:
+        """A bool mask [union] of the tokens the live constrained members allow (None when none of them
+        constrains, or when together they allow nothing: a broken constraint does not stall the answer)."""
+        allowed: torch.Tensor | None = None
+        for m in alive:
+            constraint = self.constraints.get(m)
+            if constraint is None:
+                continue
+            own = constraint.allowed()[: len(self.alignment.tables[m].data)]
+            part = self._lacks[m].clone()
+            part[self.alignment.to_union[m][: own.shape[0]][own]] = True
+            allowed = part if allowed is None else allowed.logical_and_(part)
+        return allowed if allowed is not None and bool(allowed.any()) else None
+
+    def fits(self, alive: Sequence[int], union_id: int) -> bool:
+        """Whether every live constrained member that lacks the token can read its bytes next."""
+        return all(
+            self.constraints[m].fits(self.alignment.feed(m, union_id))
+            for m in alive
+            if m in self.constraints and bool(self._lacks[m][union_id])
+        )
+
+    def advance(self, member: int, ids: Sequence[int]) -> None:
+        """The member read these ids (the chosen token, in its own ids): its grammar state moves on."""
+        constraint = self.constraints.get(member)
+        if constraint is not None and not constraint.advance(ids):
+            del self.constraints[
+                member
+            ]  # off its grammar (it cannot happen to a masked choice): unconstrained
+
+
+def choose_constrained(
+    scores: torch.Tensor,
+    params: Sequence[Params],
+    generators: Sequence[torch.Generator | None],
+    constraints: Mapping[int, UnionConstraint],
+    alive: Sequence[int],
+    log_space: bool,
+) -> list[int]:
+    """`choose`, with each constrained row masked to the tokens its members' grammars allow; a chosen token
+    that a member would have to spell in several ids and cannot is ruled out and the row chooses again."""
+    floor = float("-inf") if log_space else -1.0
+    for row, constraint in constraints.items():
+        allowed = constraint.mask(alive)
+        if allowed is not None:
+            scores[row].masked_fill_(~allowed.to(scores.device), floor)
+    picks = choose(scores, params, generators)
+    for row, constraint in constraints.items():
+        for _ in range(_MAX_RETRIES):
+            if constraint.fits(alive, picks[row]):
+                break
+            scores[row, picks[row]] = floor
+            picks[row] = choose(scores[row : row + 1], [params[row]], [generators[row]])[0]
+    return picks

@@ -48,12 +48,14 @@ class RunContext:
         self, member: Member, request: Request, role: str, *, require_answer: bool = False
     ) -> Generation:
         """Call `member.agenerate`, bounded by its timeout; record the call; raise `MemberError` on failure.
-        With `require_answer`, an answer with neither text nor tool calls counts as a failure (garbage)."""
+        With `require_answer`, an answer with neither text nor tool calls (valid or not) counts as a failure
+        (garbage); an invalid tool call is an answer, which the adapters report as such."""
         start = time.perf_counter()
         try:
             member.breaker.check(member.name)
             generation = await asyncio.wait_for(member.agenerate(request), timeout=member.timeout_s)
-            if require_answer and not (generation.text.strip() or generation.tool_calls):
+            answered = generation.text.strip() or generation.tool_calls or generation.invalid_tool_calls
+            if require_answer and not answered:
                 raise EmptyAnswerError("returned an empty answer")
         except Exception as err:
             raise self._failed(member, role, start, err) from err
@@ -245,6 +247,7 @@ class RunContext:
         return Result(
             text=generation.text,
             tool_calls=generation.tool_calls,
+            invalid_tool_calls=generation.invalid_tool_calls,
             logprobs=generation.logprobs,
             usage=self.trace.usage,
             finish_reason=generation.finish_reason,

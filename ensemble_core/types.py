@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ensemble_core.errors import EmptyMessagesError
+from ensemble_core.errors import EmptyMessagesError, InvalidToolCallError
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "error"]
@@ -40,6 +40,15 @@ class ToolCallChunk(_Strict):
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+
+
+class InvalidToolCall(_Strict):
+    """A tool call a model began but did not finish validly (cut at max_tokens, arguments that are not a JSON
+    object): what it wrote and why it is not a call, so it is reported rather than passed on as prose."""
+
+    name: str | None = None
+    arguments: str = ""
+    error: str
 
 
 class Message(_Strict):
@@ -128,6 +137,7 @@ class Generation(_Strict):
     member: str
     text: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    invalid_tool_calls: list[InvalidToolCall] = Field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     usage: Usage = Field(default_factory=Usage)
     latency_s: float = 0.0
@@ -136,6 +146,10 @@ class Generation(_Strict):
     )
     finish_reason: FinishReason = "stop"
     prompt_format: str | None = None
+
+    def require_valid_calls(self) -> None:
+        """Raise `InvalidToolCallError` when the answer is nothing but invalid tool calls."""
+        require_valid_calls(self.tool_calls, self.invalid_tool_calls)
 
     @property
     def mean_logprob(self) -> float | None:
@@ -285,6 +299,9 @@ class Result(_Strict):
 
     text: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    invalid_tool_calls: list[InvalidToolCall] = Field(
+        default_factory=list, description="tool calls the chosen member began but did not finish validly"
+    )
     logprobs: list[TokenLogprob] | None = Field(
         default=None,
         description="the chosen answer's per-token log-probabilities, where its member gave them",
@@ -292,6 +309,16 @@ class Result(_Strict):
     usage: Usage = Field(default_factory=Usage)
     finish_reason: FinishReason = "stop"
     trace: Trace
+
+    def require_valid_calls(self) -> None:
+        """Raise `InvalidToolCallError` when the answer is nothing but invalid tool calls (for callers that
+        cannot report them as LangChain's `invalid_tool_calls` do)."""
+        require_valid_calls(self.tool_calls, self.invalid_tool_calls)
+
+
+def require_valid_calls(calls: Sequence[ToolCall], invalid: Sequence[InvalidToolCall]) -> None:
+    if invalid and not calls:
+        raise InvalidToolCallError([f"{c.name or 'a tool'}: {c.error}" for c in invalid])
 
 
 class Delta(_Strict):

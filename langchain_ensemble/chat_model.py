@@ -22,9 +22,10 @@ from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Member
 from ensemble_core.strategies.base import Strategy
-from ensemble_core.types import Delta, Params, Request, Result
+from ensemble_core.types import Delta, Params, Request, ResponseFormat, Result
 from langchain_ensemble.member import LangChainMember
 from langchain_ensemble.messages import delta_to_chunk, result_to_message, to_engine_messages
+from langchain_ensemble.structured import structured_runnable
 from langchain_ensemble.tools import engine_tool_choice, to_openai_tools, to_tool_specs
 
 # Generation parameters a call may override (`model.invoke(..., max_tokens=8)` or `.bind(...)`).
@@ -130,7 +131,8 @@ class EnsembleChatModel(BaseChatModel):
 
     def _resolve_model_profile(self) -> ModelProfile | None:
         """What the ensemble really supports: text in and out; tool calling when every member can take tools;
-        forced tool choice only when every member honours it; no native structured output."""
+        forced tool choice only when every member honours it; structured output when every member constrains
+        its answer to a response format (local members do, by grammar)."""
         members = self._ensemble.members_used()
         tools = all(m.supports_tools for m in members)
         profile = ModelProfile(
@@ -150,7 +152,7 @@ class EnsembleChatModel(BaseChatModel):
             tool_calling=tools,
             tool_choice=tools and all(m.supports_tool_choice for m in members),
             tool_call_streaming=tools,
-            structured_output=False,
+            structured_output=all(m.supports_response_format for m in members),
             temperature=True,
         )
         window = self._ensemble.context_window
@@ -174,6 +176,40 @@ class EnsembleChatModel(BaseChatModel):
         if choice is not None:
             kwargs["tool_choice"] = choice
         return self.bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Any = None,
+        *,
+        method: str = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Answers as `schema` (a pydantic class, TypedDict or JSON schema): "json_schema" (default) and
+        "json_mode" constrain the answer by `response_format`, "function_calling" by a forced call to the
+        schema as a tool. The parsed object, or with `include_raw` a dict of raw, parsed and parsing_error."""
+        if kwargs:
+            raise ConfigError(f"with_structured_output does not take {', '.join(sorted(kwargs))}")
+        return structured_runnable(self, schema, method, include_raw, strict)
+
+    # token counting -----------------------------------------------------------------------------------------
+    def get_token_ids(self, text: str) -> list[int]:
+        """`text` in the tokens of the member that spends the most on it (its own tokenizer; no weights
+        load)."""
+        return self._ensemble.token_ids(text)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """The prompt's tokens for the member that spends the most on it: its own chat template or prompt
+        format, tools included."""
+        if not messages:
+            return 0
+        request = Request(
+            messages=to_engine_messages(messages), tools=to_tool_specs(to_openai_tools(tools or []))
+        )
+        return self._ensemble.prompt_tokens(request)
 
     # generation ---------------------------------------------------------------------------------------------
     def _generate(
@@ -230,12 +266,13 @@ class EnsembleChatModel(BaseChatModel):
         ensemble = self._ensemble_for(kwargs.pop("model", None))
         tools = to_tool_specs(kwargs.pop("tools", None) or [])
         tool_choice = engine_tool_choice(kwargs.pop("tool_choice", None), [t.name for t in tools])
+        response_format = engine_response_format(kwargs.pop("response_format", None))
         params = {k: kwargs.pop(k, getattr(self, k)) for k in _PARAMS}
         unknown = sorted(set(kwargs) - set(_ACCEPTED_UNUSED))
         if unknown:
             raise ConfigError(
                 f"EnsembleChatModel does not take the call argument(s) {', '.join(unknown)}; it takes: "
-                f"model, tools, tool_choice, stop, {', '.join(_PARAMS)}"
+                f"model, tools, tool_choice, response_format, stop, {', '.join(_PARAMS)}"
             )
         stop = stop if stop is not None else self.stop
         request = Request(
@@ -244,6 +281,7 @@ class EnsembleChatModel(BaseChatModel):
             tool_choice=tool_choice,
             params=Params(**{k: v for k, v in params.items() if v is not None}, stop=stop or []),
             timeout_s=self.timeout,
+            response_format=response_format,
         )
         return ensemble, request
 
@@ -276,6 +314,30 @@ class EnsembleChatModel(BaseChatModel):
                 ChatGeneration(message=message, generation_info={"finish_reason": result.finish_reason})
             ]
         )
+
+
+def engine_response_format(value: Any) -> ResponseFormat | None:
+    """OpenAI's `response_format` ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name",
+    "schema", "strict"}}) or a pydantic class, as the engine's `ResponseFormat`."""
+    if value is None or isinstance(value, ResponseFormat):
+        return value
+    if isinstance(value, type):
+        from langchain_core.utils.function_calling import convert_to_json_schema
+
+        schema = convert_to_json_schema(value)
+        return ResponseFormat(type="json_schema", name=schema.get("title"), json_schema=schema)
+    if not isinstance(value, dict) or value.get("type") not in ("text", "json_object", "json_schema"):
+        raise ConfigError(
+            f"response_format={value!r} is not understood; use {{'type': 'json_object'}}, {{'type': "
+            "'json_schema', 'json_schema': {'name': ..., 'schema': {...}}} or a pydantic class"
+        )
+    spec = value.get("json_schema") or {}
+    return ResponseFormat(
+        type=value["type"],
+        name=spec.get("name"),
+        json_schema=spec.get("schema") if value["type"] == "json_schema" else None,
+        strict=bool(spec.get("strict")),
+    )
 
 
 def _ensemble_name(ensemble: Ensemble) -> str:

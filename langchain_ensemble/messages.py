@@ -17,7 +17,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.tool import tool_call, tool_call_chunk
+from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 
 from ensemble_core.errors import CapabilityError
 from ensemble_core.types import Delta, Message, Result, ToolCall, ToolCallChunk, Trace, Usage
@@ -128,9 +128,15 @@ def response_metadata(model_name: str, finish_reason: str | None, trace: Trace |
 
 
 def result_to_message(result: Result, model_name: str) -> AIMessage:
+    """The answer as an `AIMessage`: text, tool calls, and the calls a member began but did not finish
+    validly as `invalid_tool_calls` (with what it wrote and why)."""
     return AIMessage(
         content=result.text,
         tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in result.tool_calls],
+        invalid_tool_calls=[
+            invalid_tool_call(name=c.name, args=c.arguments, id=None, error=c.error)
+            for c in result.invalid_tool_calls
+        ],
         usage_metadata=usage_metadata(result.usage),
         response_metadata=response_metadata(model_name, result.finish_reason, result.trace),
     )

@@ -240,6 +240,7 @@ class EnsembleLLM(FunctionCallingLLM):
     async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         ensemble, request = self._prepare(messages, kwargs)
         result = await ensemble.arun_request(request)
+        result.require_valid_calls()  # LlamaIndex has no place for an invalid call: it is a named error
         return ChatResponse(
             message=chat_message(result.text, result.tool_calls),
             raw=self._raw(result.usage, result.trace, result.finish_reason),

@@ -73,6 +73,16 @@ def gemma3():
 
 
 @pytest.fixture(scope="session")
+def qwen05():
+    """The packaged Qwen2.5-Coder-0.5B-Instruct (a chat template with tools), loaded once for the session."""
+    from ensemble_core.members.packaged import qwen05
+
+    member = qwen05()
+    member.load()
+    return member
+
+
+@pytest.fixture(scope="session")
 def default_pair(smollm2, gemma3):
     return [smollm2, gemma3]
 

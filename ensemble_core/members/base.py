@@ -170,6 +170,11 @@ class Member(ABC):
         with it before any member is called."""
         return None
 
+    def token_ids(self, text: str) -> list[int] | None:
+        """The ids of `text` (no special tokens) in this member's own tokenizer, where it has one at hand
+        without a model call; None when it cannot tell."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 

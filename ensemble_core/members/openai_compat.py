@@ -186,6 +186,12 @@ class OpenAICompatMember(Member):
         """The server receives `response_format` (vLLM, SGLang and llama.cpp decode under it)."""
         return True
 
+    @property
+    def supports_tool_choice(self) -> bool:
+        """The server receives `tool_choice` ("required", "none" or a named tool: vLLM and llama.cpp force
+        the call under it)."""
+        return True
+
     # capabilities ----------
     @property
     def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]

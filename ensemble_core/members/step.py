@@ -1,4 +1,5 @@
-"""The step interface: a member's next-token distribution with its own KV cache, advanced by fed ids.
+"""The step interface: a member's next-token distribution with its own KV cache, advanced by fed ids, and the
+grammar state (`TokenConstraint`) that may restrict its next token.
 
 Token-level strategies drive one `StepSession` per member per request; each row of the session is one prompt.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -36,3 +37,15 @@ class StepSession(ABC):
 
     def close(self) -> None:  # noqa: B027 (a session with nothing to free keeps this no-op)
         """Free the cache early; sessions are also freed when garbage-collected."""
+
+
+class TokenConstraint(Protocol):
+    """A grammar state that says which of a member's own tokens may come next (`allowed`, a bool mask over
+    its vocabulary), whether some ids could come next without consuming them (`fits`), and consumes the ids
+    the answer takes (`advance`); token fusion masks the union vocabulary with it."""
+
+    def allowed(self) -> torch.Tensor: ...
+
+    def fits(self, ids: Sequence[int]) -> bool: ...
+
+    def advance(self, ids: Sequence[int]) -> bool: ...

@@ -1,5 +1,7 @@
-"""Tool calls parsed from a local model's text output: Hermes `<tool_call>{...}</tool_call>` blocks, or an
-answer that is nothing but a JSON object with `name` and `arguments`."""
+"""Tool calls read from a local model's text: Hermes / Qwen2.5 `<tool_call>{...}</tool_call>` blocks, fenced
+```json blocks, or an answer that is nothing but a JSON object with `name` and `arguments`; a forced call that
+is not there is reported as an invalid call, never passed on as prose. `ProseStream` streams the prose of an
+answer while holding back what may be a call."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ import json
 import re
 from collections.abc import Sequence
 
-from ensemble_core.types import Request, ToolCall, ToolSpec
+from ensemble_core.types import InvalidToolCall, Request, ToolCall, ToolSpec
 
+CALL_OPEN = "<tool_call>"
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+_FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+_NAME = re.compile(r'"name"\s*:\s*"([^"]*)"')
 
 
 def parse_tool_calls(text: str, tools: Sequence[ToolSpec]) -> tuple[str, list[ToolCall]]:
@@ -18,16 +23,36 @@ def parse_tool_calls(text: str, tools: Sequence[ToolSpec]) -> tuple[str, list[To
     names = {t.name for t in tools}
     if not names:
         return text, []
-    calls: list[ToolCall] = []
-    for raw in _BLOCK.findall(text):
-        call = _as_call(raw, names)
-        if call is not None:
-            calls.append(call)
-    if calls:
-        return _BLOCK.sub("", text).strip(), calls
+    for pattern in (_BLOCK, _FENCE):
+        calls = [call for raw in pattern.findall(text) if (call := _as_call(raw, names)) is not None]
+        if calls:
+            return pattern.sub("", text).strip(), calls
     stripped = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
     call = _as_call(stripped, names)
     return ("", [call]) if call is not None else (text, [])
+
+
+def parse_answer(
+    text: str, request: Request, cut: bool = False
+) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+    """(prose, calls, invalid calls) of an answer to `request`. When the request forces a call and the answer
+    holds none, the answer is that call, invalid: `cut` says it ended at the token budget. With `tool_choice`
+    "none" the answer is prose, whatever it looks like."""
+    if request.tool_choice == "none":
+        return text, [], []
+    prose, calls = parse_tool_calls(text, request.tools)
+    forced = bool(request.tools) and request.tool_choice not in (None, "auto", "none")
+    if calls or not forced:
+        return prose, calls, []
+    why = (
+        "the answer ended at max_tokens before the forced tool call was complete: raise max_tokens"
+        if cut
+        else "the forced tool call is not a JSON object with an offered tool's name and object arguments"
+    )
+    raw = text.strip()
+    name = _NAME.search(raw)
+    body = raw.removeprefix(CALL_OPEN).removesuffix("</tool_call>").strip()
+    return "", [], [InvalidToolCall(name=name.group(1) if name else None, arguments=body, error=why)]
 
 
 def _as_call(raw: str, names: set[str]) -> ToolCall | None:
@@ -48,24 +73,61 @@ def _as_call(raw: str, names: set[str]) -> ToolCall | None:
     return ToolCall(name=obj["name"], arguments=arguments)
 
 
-def forced_call(request: Request) -> Request:
-    """Honour `tool_choice` "required" or a tool's name for a local model: the answer is made to begin with
-    the opening of a Hermes tool call (with the tool's name when it is given, or when there is only one
-    tool), and to stop at its end. `forced_prefix` is what the parser must put back in front of the output."""
-    prefix = forced_prefix(request)
-    if not prefix:
-        return request
-    return request.with_prefill(prefix).with_params(stop=[*request.params.stop, "</tool_call>"])
+class ProseStream:
+    """The prose of an answer that may hold tool calls, streamed as it is written: text is shown up to the
+    point where a call may begin (a `<tool_call>` tag, a code fence, or an answer that opens like bare JSON)
+    and held from there; trailing whitespace is held too, since the parsed prose is stripped. `finish` gives
+    the rest of the parsed prose, so the shown deltas add up to the answer's text."""
+
+    def __init__(self) -> None:
+        self.written = ""
+        self.shown = ""
+
+    def add(self, text: str) -> str:
+        """More of the answer; the prose that is now safe to show (possibly "")."""
+        self.written += text
+        safe = self._safe_prefix(self.written)
+        if len(safe) <= len(self.shown):
+            return ""
+        delta, self.shown = safe[len(self.shown) :], safe
+        return delta
+
+    def finish(self, prose: str) -> str:
+        """The rest of the answer's parsed prose after what was shown ("" when it does not continue it)."""
+        return prose[len(self.shown) :] if prose.startswith(self.shown) else ""
+
+    @staticmethod
+    def _safe_prefix(text: str) -> str:
+        if text.lstrip().startswith(("{", "`")) or not text.strip():
+            return ""
+        starts = [i for i in (text.find(CALL_OPEN), text.find("`")) if i >= 0]
+        cut = min(starts) if starts else len(text) - _partial_tag(text)
+        return text[:cut].rstrip()
 
 
-def forced_prefix(request: Request) -> str:
-    """The text a forced tool call begins with ("" when the request does not force one or already has a
-    prefill)."""
-    choice = request.tool_choice
-    if not request.tools or request.prefill or choice in (None, "auto", "none"):
-        return ""
-    names = [t.name for t in request.tools]
-    name = choice if choice in names else names[0] if len(names) == 1 else None
-    if name is None:
-        return '<tool_call>{"name": "'
-    return f'<tool_call>{{"name": "{name}", "arguments": {{'
+def _partial_tag(text: str) -> int:
+    """Length of the longest end of `text` that begins a `<tool_call>` tag."""
+    longest = min(len(CALL_OPEN) - 1, len(text))
+    return next((n for n in range(longest, 0, -1) if text.endswith(CALL_OPEN[:n])), 0)
+
+
+def repeats_answered_calls(request: Request, calls: Sequence[ToolCall]) -> bool:
+    """Whether an answer to a request that leaves the choice to the model (`tool_choice` "auto") only makes
+    calls the conversation already holds results for (same tool, same arguments): the loop a small model
+    falls into after a tool answers. Such a member is asked again with `tool_choice` "none", to answer from
+    the results."""
+    if not calls or request.tool_choice not in (None, "auto"):
+        return False
+    answered_ids = {m.tool_call_id for m in request.messages if m.role == "tool"}
+    answered = {
+        _call_key(c)
+        for m in request.messages
+        if m.role == "assistant"
+        for c in m.tool_calls
+        if c.id in answered_ids
+    }
+    return all(_call_key(c) in answered for c in calls)
+
+
+def _call_key(call: ToolCall) -> tuple[str, str]:
+    return call.name, json.dumps(call.arguments, sort_keys=True)

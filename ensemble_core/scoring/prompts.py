@@ -101,7 +101,8 @@ def step_judge_prompt(judge: Member, request: Request, steps: Sequence[str], can
 
 def fusion_request(request: Request, candidates: Sequence[Generation]) -> Request:
     """The fuser's request: the conversation and the candidates quoted as untrusted data, best first; no tools
-    (a fuser never merges tool calls into prose)."""
+    (a fuser never merges tool calls into prose), and the request's response format (a fused JSON answer
+    keeps to its schema)."""
     conversation = render_conversation(request.messages)
     texts = [c.text for c in candidates]
     mark = boundary([conversation, *texts])
@@ -112,7 +113,7 @@ def fusion_request(request: Request, candidates: Sequence[Generation]) -> Reques
         Message(role="system", content=FUSION_SYSTEM),
         Message(role="user", content="\n\n".join(parts)),
     ]
-    return Request(messages=messages, params=request.params)
+    return Request(messages=messages, params=request.params, response_format=request.response_format)
 
 
 def with_references(request: Request, references: Sequence[str]) -> Request:

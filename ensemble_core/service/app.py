@@ -174,6 +174,7 @@ def create_app(ensemble: Ensemble, settings: ServiceSettings | None = None) -> F
             return StreamingResponse(events, media_type="text/event-stream")
         try:
             result: Result = await target.arun_request(request)
+            result.require_valid_calls()
             check_answer(request.response_format, result.text, result.tool_calls)
         except EnsembleError as err:
             raise from_engine(err, retry_after_s(target)) from None

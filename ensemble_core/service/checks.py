@@ -15,15 +15,11 @@ from ensemble_core.errors import ContextWindowError, ResponseFormatError
 from ensemble_core.service.errors import invalid
 from ensemble_core.types import Request, ResponseFormat, ToolCall
 
-#: Strategies that compose their answer token by token or span by span from several members: no one member's
-#: log-probabilities describe it, and no one server's constrained decoding shapes it.
-COMPOSED_STRATEGIES = frozenset({"span-fusion", "step-fusion", "token-fusion"})
-
 
 async def check_request(ensemble: Ensemble, request: Request, logprobs: bool) -> None:
     """Raise a 400 `APIError` when the ensemble cannot honour what the request asks."""
     strategy = ensemble.strategy.name
-    if logprobs and strategy in COMPOSED_STRATEGIES:
+    if logprobs and ensemble.strategy.composes_answer:
         raise invalid(
             f"strategy {strategy!r} composes its answer from several members, so it has no per-token "
             "log-probabilities: ask without logprobs, or ask one member by its model id",
@@ -35,20 +31,15 @@ async def check_request(ensemble: Ensemble, request: Request, logprobs: bool) ->
 
 
 def _check_response_format(ensemble: Ensemble, response_format: ResponseFormat) -> None:
-    strategy = ensemble.strategy.name
+    """Every member the strategy may ask must constrain its decoding (local members by a grammar, token
+    fusion in the union vocabulary of theirs; served ones by their server)."""
     kind = response_format.type
-    if strategy in COMPOSED_STRATEGIES:
-        raise invalid(
-            f"response_format {kind!r} cannot be honoured by strategy {strategy!r}, which composes its "
-            "answer from several members' tokens; ask one member by its model id, or use another strategy",
-            param="response_format",
-        )
     unable = [m.name for m in ensemble.members_used() if not m.supports_response_format]
     if unable:
         raise invalid(
             f"response_format {kind!r} needs members that constrain their decoding to it, and "
-            f"{', '.join(repr(n) for n in unable)} cannot (only members behind a server that honours "
-            "response_format, such as vLLM or llama.cpp, can): ask them with response_format 'text'",
+            f"{', '.join(repr(n) for n in unable)} cannot (local HFMembers and members behind a server that "
+            "honours response_format, such as vLLM or llama.cpp, can): ask them with response_format 'text'",
             param="response_format",
         )
 

@@ -33,6 +33,9 @@ class Strategy(BaseModel, ABC):
     members_doc: ClassVar[str] = "names of the members this strategy uses, in order; default: all"
     legacy_members_name: ClassVar[str | None] = None
     """An earlier name of `members` for this strategy (e.g. "order"), still accepted in configs and code."""
+    composes_answer: ClassVar[bool] = False
+    """The answer is composed token by token or piece by piece from several members (token, span and step
+    fusion): no one member's log-probabilities describe it."""
 
     members: list[str] | None = Field(default=None, description=members_doc)
 

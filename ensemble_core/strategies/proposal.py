@@ -72,6 +72,7 @@ class ProposalFusion(Strategy):
     """
 
     piece: ClassVar[str] = "piece"
+    composes_answer: ClassVar[bool] = True
 
     members_doc: ClassVar[str] = (
         "names of the members that propose (and, scoring by perplexity, score) pieces; default: all"

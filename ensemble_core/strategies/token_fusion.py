@@ -21,7 +21,7 @@ from ensemble_core.errors import ConfigError
 from ensemble_core.fused_decoding import FusedDecoding, RowOutcome, member_alignment, require_tokenizer
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.members.step import StepSession
-from ensemble_core.members.tool_parsing import parse_tool_calls
+from ensemble_core.members.tool_parsing import ProseStream, parse_answer
 from ensemble_core.mixing import Mixer, Mixing
 from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.packllm import FusedPromptPerplexity, opt_weights, sim_weights
@@ -47,6 +47,7 @@ class TokenFusion(Strategy):
     )
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.STEP})
     members_doc: ClassVar[str] = "names of the members to fuse; default: all"
+    composes_answer: ClassVar[bool] = True
 
     weights: WeightMethod | dict[str, float] = Field(
         default="uniform",
@@ -127,17 +128,20 @@ class TokenFusion(Strategy):
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
         start = time.perf_counter()
         decoding, note = await self._open([ctx], [request])
+        prose = ProseStream() if request.tools else None
         try:
             async for text in aiterate_blocking(_row_texts(decoding)):
-                if text and not request.tools:
-                    yield Delta(text=text, member=self.name)
+                shown = prose.add(text) if prose is not None else text
+                if shown:
+                    yield Delta(text=shown, member=self.name)
         finally:
             decoding.close()
         outcome = decoding.outcomes[0]
         result = self._result(ctx, request, decoding, 0, outcome, time.perf_counter() - start, note)
         chunks = tool_calls_to_chunks(result.tool_calls)
-        if request.tools and (result.text or chunks):
-            yield Delta(text=result.text, tool_call_chunks=chunks, member=self.name)
+        rest = prose.finish(result.text) if prose is not None else ""
+        if rest or chunks:
+            yield Delta(text=rest, tool_call_chunks=chunks, member=self.name)
         yield ctx.final_delta(ctx.trace.chosen or self.name, reason=ctx.trace.reason)
 
     async def _open(
@@ -212,7 +216,8 @@ class TokenFusion(Strategy):
         weights_note: str | None,
     ) -> Result:
         weights = decoding.weights[row].tolist()
-        text, tool_calls = parse_tool_calls(outcome.text, request.tools)
+        cut = outcome.finish_reason == "length"
+        text, tool_calls, invalid = parse_answer(outcome.text, request, cut=cut)
         finish = "tool_calls" if tool_calls else outcome.finish_reason
         lead = max(
             range(len(weights)), key=lambda i: (decoding.members[i].name not in decoding.errors, weights[i])
@@ -226,6 +231,7 @@ class TokenFusion(Strategy):
             if decoding.alignment.shared
             else f"union vocabulary of {decoding.alignment.size}",
             "fused_tokens": outcome.n_tokens,
+            "constrained": row in decoding.constraints,
             "agreement": outcome.agreement,
             "dropped": dict(decoding.errors),
             "weights_note": weights_note,
@@ -237,6 +243,7 @@ class TokenFusion(Strategy):
             member=decoding.members[lead].name,
             text=text,
             tool_calls=tool_calls,
+            invalid_tool_calls=invalid,
             finish_reason=finish,
             usage=Usage(),
         )

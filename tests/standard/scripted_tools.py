@@ -4,6 +4,7 @@ mechanism is proven where a 135M model cannot write reliable tool arguments."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -16,9 +17,13 @@ def tool_calling_member(name: str = "tool-caller") -> ScriptedMember:
 
 
 def answer(request: Request) -> str | ToolCall:
-    """Text when there are no tools, tools are declined, or a tool has just answered; otherwise a call to the
-    chosen tool (or the first), its arguments filled from the last question."""
+    """JSON filled from the last question when a response format asks for it; text when there are no tools,
+    tools are declined, or a tool has just answered; otherwise a call to the chosen tool (or the first), its
+    arguments filled from the last question."""
     last = request.messages[-1]
+    if request.response_format is not None and request.response_format.type != "text":
+        schema = request.response_format.json_schema or {"type": "object", "properties": {}}
+        return json.dumps(fill_arguments(ToolSpec(name="answer", parameters=schema), last.content))
     if not request.tools or request.tool_choice == "none" or last.role == "tool":
         return f"Hello! You said: {last.content[:40]}" if last.content else "Hello!"
     names = [t.name for t in request.tools]

@@ -14,30 +14,45 @@ from ensemble_core.members.scripted import ScriptedMember
 from langchain_ensemble import EnsembleChatModel
 from tests.standard.scripted_tools import tool_calling_member
 
-_SMALL = (
-    "SmolLM2-135M cannot {task}: its tool calls come out with placeholder or missing arguments "
-    "(the mechanism passes with the scripted tool-calling member in TestScriptedToolCallingEnsemble)"
+#: The standard tool tests: SmolLM2 behind llama.cpp's chatml format (TestHTTPEnsemble) fails them all.
+TOOL_TESTS = (
+    "test_tool_calling",
+    "test_tool_calling_async",
+    "test_bind_runnables_as_tools",
+    "test_tool_choice",
+    "test_tool_calling_with_no_arguments",
+    "test_agent_loop",
+    "test_unicode_tool_call_integration",
+    "test_structured_output",
+    "test_structured_output_async",
+    "test_structured_output_pydantic_2_v1",
+    "test_structured_output_optional_param",
 )
-TOOL_XFAILS = {
-    "test_tool_calling": _SMALL.format(task="fill magic_function's integer argument from the question"),
-    "test_tool_calling_async": _SMALL.format(task="fill magic_function's integer argument from the question"),
-    "test_bind_runnables_as_tools": _SMALL.format(task="fill the greeting tool's answer_style argument"),
-    "test_tool_choice": _SMALL.format(task="write a complete forced tool call"),
-    "test_tool_calling_with_no_arguments": _SMALL.format(task="write a complete tool call"),
-    "test_agent_loop": _SMALL.format(task="decide on its own to call get_weather"),
-    "test_unicode_tool_call_integration": _SMALL.format(task="copy a CJK customer name into a tool argument"),
-    "test_structured_output": _SMALL.format(task="write a Joke object as tool arguments"),
-    "test_structured_output_async": _SMALL.format(task="write a Joke object as tool arguments"),
-    "test_structured_output_pydantic_2_v1": _SMALL.format(task="write a Joke object as tool arguments"),
-    "test_structured_output_optional_param": _SMALL.format(task="write a Joke object as tool arguments"),
+# Measured on the packaged pair with grammar-constrained decoding (max_tokens=48): forced calls and their
+# arguments now pass; what is left is what SmolLM2-135M itself does inside the grammar.
+_REPEATS = (
+    "SmolLM2-135M repeats itself inside the Joke's setup string ('A cat is a cat, a cat is a cat, ...') "
+    "until max_tokens, so the JSON never closes (the grammar keeps it JSON; the mechanism passes with the "
+    "scripted member in TestScriptedToolCallingEnsemble)"
+)
+PACKAGED_XFAILS = {
+    "test_agent_loop": "SmolLM2-135M answers the weather question in prose instead of choosing to call "
+    "get_weather (tool_choice auto leaves the choice to the model; forced calls pass)",
+    "test_unicode_tool_call_integration": "SmolLM2-135M's forced call runs past max_tokens=48 while it "
+    "writes the CJK customer name, and is reported as an invalid_tool_calls entry",
+    "test_structured_output": _REPEATS,
+    "test_structured_output_async": _REPEATS,
+    "test_structured_output_pydantic_2_v1": _REPEATS,
+    "test_structured_output_optional_param": _REPEATS,
 }
 
 
 @pytest.mark.integration
 class TestPackagedEnsemble(ChatModelIntegrationTests):
-    """The embedded default pair (SmolLM2 first, Gemma 3 as fallback), answers kept short."""
+    """The embedded default pair (SmolLM2 first, Gemma 3 as fallback), answers kept short (48 tokens: room for
+    a constrained tool call)."""
 
-    xfail_reasons: ClassVar[dict[str, str]] = TOOL_XFAILS
+    xfail_reasons: ClassVar[dict[str, str]] = PACKAGED_XFAILS
 
     @property
     def chat_model_class(self) -> type[EnsembleChatModel]:
@@ -45,7 +60,7 @@ class TestPackagedEnsemble(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"members": default_members(), "strategy": "fallback", "max_tokens": 16}
+        return {"members": default_members(), "strategy": "fallback", "max_tokens": 48}
 
     @property
     def model_override_value(self) -> str:
@@ -64,7 +79,7 @@ _SERVER = (
 class TestHTTPEnsemble(ChatModelIntegrationTests):
     """SmolLM2 behind a real llama.cpp server (OpenAICompatMember), with a local fallback."""
 
-    xfail_reasons: ClassVar[dict[str, str]] = dict.fromkeys(TOOL_XFAILS, _SERVER)
+    xfail_reasons: ClassVar[dict[str, str]] = dict.fromkeys(TOOL_TESTS, _SERVER)
     base_url: ClassVar[str] = ""
 
     @pytest.fixture(autouse=True)

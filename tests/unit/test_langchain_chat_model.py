@@ -47,9 +47,12 @@ class Joke(BaseModel):
 
 
 def tool_caller(name: str = "tools") -> ScriptedMember:
-    """Calls the forced tool (or the first one) with arguments it can fill from the schema."""
+    """Calls the forced tool (or the first one) with arguments it can fill from the schema; asked for JSON, it
+    answers a Joke as JSON."""
 
     def script(request: Request) -> ToolCall | str:
+        if request.response_format is not None:
+            return json.dumps({"setup": "Why?", "punchline": "Because."})
         if not request.tools:
             return "no tools here"
         names = [t.name for t in request.tools]
@@ -260,7 +263,7 @@ def test_streamed_tool_calls_merge_into_whole_calls():
     ]
 
 
-@pytest.mark.parametrize("method", ["function_calling", "json_schema"])
+@pytest.mark.parametrize("method", ["function_calling", "json_schema", "json_mode"])
 def test_with_structured_output(method):
     chat = EnsembleChatModel(members=[tool_caller()])
     structured = chat.with_structured_output(Joke, method=method)

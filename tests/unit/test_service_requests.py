@@ -238,15 +238,17 @@ def test_a_json_schema_reaches_the_server_and_the_answer_is_held_to_it(content, 
         assert _openai_error(response, 502)["code"] == "invalid_response_format"
 
 
-def test_logprobs_and_json_formats_are_refused_by_strategies_that_compose_answers():
+def test_logprobs_are_refused_by_strategies_that_compose_answers_and_json_by_members_that_cannot():
     members = [
         ScriptedMember(n, [ANSWER], capabilities=frozenset({Capability.GENERATE, Capability.SCORE}))
         for n in ("a", "b")
     ]
     with serving(Ensemble(members, "span-fusion")) as url:
-        for extra in ({"logprobs": True}, {"response_format": {"type": "json_object"}}):
-            response = httpx.post(f"{url}/chat/completions", json={**GOOD, **extra}, timeout=30)
-            assert "'span-fusion'" in _openai_error(response, 400)["message"]
+        response = httpx.post(f"{url}/chat/completions", json={**GOOD, "logprobs": True}, timeout=30)
+        assert "'span-fusion'" in _openai_error(response, 400)["message"]
+        body = {**GOOD, "response_format": {"type": "json_object"}}
+        response = httpx.post(f"{url}/chat/completions", json=body, timeout=30)
+        assert "'a', 'b' cannot" in _openai_error(response, 400)["message"]
     assert all(not m.calls for m in members)
 
 

@@ -42,6 +42,7 @@ def tiny_llama(
     seed: int = 0,
     chat_template: str | None = CHAT_TEMPLATE,
     tokenizer: PreTrainedTokenizerFast | None = None,
+    max_positions: int = 256,
 ) -> Path:
     """Save a 2-layer random Llama with the byte tokenizer (or `tokenizer`) into `folder` and return it."""
     torch.manual_seed(seed)
@@ -53,7 +54,7 @@ def tiny_llama(
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,

@@ -54,13 +54,38 @@ def plain_prompt(messages: Sequence[Message]) -> str:
 
 
 def tools_system_text(tools: Sequence[ToolSpec]) -> str:
-    """Tool descriptions and the call format, for models whose template cannot render tools (Hermes
-    format)."""
+    """Tool descriptions and the call format (Hermes / Qwen2.5 tags), with a call to the first tool as a
+    worked example, for models whose template cannot render tools."""
     specs = "\n".join(json.dumps(t.as_openai()["function"], ensure_ascii=False) for t in tools)
+    example = json.dumps({"name": tools[0].name, "arguments": example_arguments(tools[0].parameters)})
     return (
-        f"You can call these tools:\n<tools>\n{specs}\n</tools>\nTo call a tool, answer with nothing but\n"
-        '<tool_call>{"name": "<tool name>", "arguments": {<arguments as JSON>}}</tool_call>'
+        f"You can call these tools:\n<tools>\n{specs}\n</tools>\nTo call a tool, answer with nothing but the "
+        "tool's name and its arguments as a JSON object between <tool_call> tags, for example:\n"
+        f"<tool_call>\n{example}\n</tool_call>"
     )
+
+
+_EXAMPLES: dict[str, Any] = {"string": "...", "integer": 1, "number": 1.5, "boolean": True, "array": []}
+
+
+def example_arguments(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Arguments of the right shape for a tool's parameter schema (its required ones, or all): an example
+    value of each one's type, its first enum value, its default."""
+    properties: dict[str, Any] = parameters.get("properties") or {}
+    names = parameters.get("required") or list(properties)
+    out: dict[str, Any] = {}
+    for name in names:
+        spec = properties.get(name) or {}
+        if "enum" in spec and spec["enum"]:
+            out[name] = spec["enum"][0]
+        elif "default" in spec:
+            out[name] = spec["default"]
+        elif spec.get("type") == "object":
+            out[name] = example_arguments(spec)
+        else:
+            kind = spec.get("type")
+            out[name] = _EXAMPLES.get(kind if isinstance(kind, str) else "string", "...")
+    return out
 
 
 def with_tools_in_system(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[Message]:

@@ -12,21 +12,22 @@ from concurrent.futures import Future
 from typing import Any, cast
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ensemble_core.cpu_time import cpu_clock
+from ensemble_core.members.hf.constraints import Constraint, RowConstraints
 from ensemble_core.members.hf.model import LoadedModel
 from ensemble_core.members.hf.tensors import padded
 from ensemble_core.members.text_stream import TextAssembler
-from ensemble_core.members.tool_parsing import parse_tool_calls
+from ensemble_core.members.tool_parsing import parse_answer
 from ensemble_core.types import Generation, Request, TokenLogprob, Usage
 
 
 class GenerationRun:
     """One request's generation: its prompt ids, stop strings, streamed text, token log-probs and outcome.
-    `forced` is text the answer was made to begin with (a forced tool call's opening), which the parser puts
-    back in front; `prompt_format` names the format for the trace."""
+    `constraint` is the grammar its answer must keep to (a tool call, a JSON schema) or None; `prompt_format`
+    names the format for the trace."""
 
     def __init__(
         self,
@@ -35,13 +36,13 @@ class GenerationRun:
         prompt_ids: list[int],
         stops: list[str],
         prompt_format: str,
-        forced: str = "",
+        constraint: Constraint | None = None,
         sink: queue.Queue[Any] | None = None,
     ):
         self.lm = lm
         self.request = request
         self.prompt_ids = prompt_ids
-        self.forced = forced
+        self.constraint = constraint
         self.prompt_format = prompt_format
         window = lm.context_window or (len(prompt_ids) + request.params.max_tokens)
         self.max_new_tokens = min(request.params.max_tokens, window - len(prompt_ids))
@@ -100,17 +101,14 @@ class GenerationRun:
             self.sink.put(None)
 
     def generation(self, latency_s: float) -> Generation:
-        text, tool_calls = parse_tool_calls(self.forced + self.assembler.text, self.request.tools)
-        if tool_calls:
-            finish = "tool_calls"
-        elif self.assembler.stopped or self.hit_eos:
-            finish = "stop"
-        else:
-            finish = "length" if len(self.new_ids) >= self.max_new_tokens else "stop"
+        cut = not (self.assembler.stopped or self.hit_eos) and len(self.new_ids) >= self.max_new_tokens
+        text, tool_calls, invalid = parse_answer(self.assembler.text, self.request, cut=cut)
+        finish = "tool_calls" if tool_calls else "length" if cut else "stop"
         return Generation(
             member=self.lm.name,
             text=text,
             tool_calls=tool_calls,
+            invalid_tool_calls=invalid,
             logprobs=[
                 TokenLogprob(token=self.lm.decode([i]), logprob=lp)
                 for i, lp in zip(self.new_ids, self.logprobs, strict=True)
@@ -194,6 +192,16 @@ class MicroBatcher:
             "streamer": _RowStreamer(runs, set(lm.eos_ids())),
             "stopping_criteria": StoppingCriteriaList([_RowsDone(runs)]),
         }
+        if any(run.constraint is not None for run in runs):
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [
+                    RowConstraints(
+                        [run.constraint for run in runs],
+                        tokens=lambda row: runs[row].new_ids,
+                        done=lambda row: runs[row].done,
+                    )
+                ]
+            )
         if not params.greedy:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         with torch.inference_mode():

@@ -4,10 +4,12 @@ and its weights loaded once per process however many members use them."""
 from __future__ import annotations
 
 import contextlib
+import json
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -88,3 +90,93 @@ def _quiet_progress_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def readable_folder(folder: Path, gguf_file: str | None, dtype: torch.dtype) -> Path | None:
+    """The safetensors folder whose config and tokenizer files describe the model without loading it: the
+    folder itself, or a GGUF file's converted folder once it exists (None before the conversion)."""
+    if not gguf_file:
+        return folder
+    target = converted_folder(folder, gguf_file, str(dtype).removeprefix("torch."))
+    return target if (target / "config.json").is_file() and (target / "tokenizer.json").is_file() else None
+
+
+def load_tokenizer(
+    folder: Path, gguf_file: str | None, dtype: torch.dtype, *, trust_remote_code: bool
+) -> PreTrainedTokenizerBase:
+    """The model's tokenizer alone (no weights): from its folder, or read from the GGUF file itself before
+    the file is converted (transformers' GGUF tokenizer support). Never reaches the network."""
+    readable = readable_folder(folder, gguf_file, dtype)
+    with _quiet_progress_bars():
+        if readable is not None:
+            return AutoTokenizer.from_pretrained(readable, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
+
+
+def context_length(folder: Path, gguf_file: str | None, dtype: torch.dtype) -> int | None:
+    """The longest sequence the model was made for, read without loading it: `max_position_embeddings` of
+    its config, or the GGUF file's `<architecture>.context_length`."""
+    readable = readable_folder(folder, gguf_file, dtype)
+    if readable is not None:
+        config = json.loads((readable / "config.json").read_text())
+        window = config.get("max_position_embeddings") or config.get("text_config", {}).get(
+            "max_position_embeddings"
+        )
+        return int(window) if window else None
+    assert gguf_file is not None  # a folder without a GGUF file is always readable
+    window = gguf_context_length(folder / gguf_file)
+    return int(window) if window is not None else None
+
+
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+
+
+def gguf_context_length(path: Path) -> int | None:
+    """`<architecture>.context_length` from a GGUF file's header, read key by key and stopped there (the
+    tokenizer's vocabulary that follows is never parsed)."""
+    with path.open("rb") as handle:
+        magic, _version, _tensors, count = struct.unpack("<4sIQQ", handle.read(24))
+        if magic != b"GGUF":
+            return None
+        arch = None
+        for _ in range(count):
+            key = _gguf_string(handle)
+            value = _gguf_read(handle, struct.unpack("<I", handle.read(4))[0])
+            if key == "general.architecture":
+                arch = value
+            elif arch is not None and key == f"{arch}.context_length":
+                return int(value)
+    return None
+
+
+def _gguf_string(handle: BinaryIO) -> str:
+    (length,) = struct.unpack("<Q", handle.read(8))
+    return handle.read(length).decode("utf-8", errors="replace")
+
+
+def _gguf_read(handle: BinaryIO, kind: int) -> Any:
+    if kind == _STRING:
+        return _gguf_string(handle)
+    if kind == _ARRAY:
+        inner, n = struct.unpack("<IQ", handle.read(12))
+        if inner in _SCALARS:  # skipped whole
+            handle.seek(n * struct.calcsize(_SCALARS[inner]), 1)
+            return None
+        for _ in range(n):
+            _gguf_read(handle, inner)
+        return None
+    fmt = _SCALARS[kind]
+    return struct.unpack(fmt, handle.read(struct.calcsize(fmt)))[0]

@@ -16,13 +16,20 @@ from transformers import PreTrainedTokenizerBase
 
 from ensemble_core.members.base import Capability, Member, Price, member_name_from
 from ensemble_core.members.hf import prompts as hf_prompts
+from ensemble_core.members.hf.constraints import Constraint, constraint_for
 from ensemble_core.members.hf.generation import GenerationRun, MicroBatcher
-from ensemble_core.members.hf.loading import default_device, load_weights, resolve_dtype
+from ensemble_core.members.hf.loading import (
+    context_length,
+    default_device,
+    load_tokenizer,
+    load_weights,
+    resolve_dtype,
+)
 from ensemble_core.members.hf.model import LoadedModel
 from ensemble_core.members.hf.prompts import PromptFormat
 from ensemble_core.members.hf.scoring import SharedScores, score_pairs, score_shared
 from ensemble_core.members.hf.stepping import HFStepSession
-from ensemble_core.members.tool_parsing import forced_call, forced_prefix
+from ensemble_core.members.tool_parsing import ProseStream, repeats_answered_calls
 from ensemble_core.members.weights import locate
 from ensemble_core.types import ContinuationScore, Delta, Generation, Request, tool_calls_to_chunks
 
@@ -69,6 +76,8 @@ class HFMember(Member):
         self.trust_remote_code = trust_remote_code
         self.score_batch_size = score_batch_size
         self._lm: LoadedModel | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._window: int | None = None
         self._batcher = MicroBatcher(self.name, self.loaded, max_batch=max_batch)
 
     # loading --------------------------------------------------------------------------------------------
@@ -101,11 +110,26 @@ class HFMember(Member):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.loaded().tokenizer
 
+    def text_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer, without loading the weights when they are not loaded yet (prompts and token counts
+        need no model)."""
+        if self._lm is not None:
+            return self._lm.tokenizer
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(
+                self.folder, self.gguf_file, self.dtype, trust_remote_code=self.trust_remote_code
+            )
+        return self._tokenizer
+
     @property
     def context_window(self) -> int | None:
+        """The window given, else the model's own (from its config or GGUF metadata, before any weights
+        load)."""
         if self._lm is not None:
             return self._lm.context_window
-        return self._context_window
+        if self._context_window is None and self._window is None:
+            self._window = context_length(self.folder, self.gguf_file, self.dtype)
+        return self._context_window or self._window
 
     @property
     def model_name(self) -> str:
@@ -113,19 +137,43 @@ class HFMember(Member):
 
     @property
     def supports_tool_choice(self) -> bool:
-        """A forced call is begun in the answer itself (see `tool_parsing.forced_call`)."""
+        """A forced call is enforced by a grammar (`constraints`): always one call, arguments that
+        validate."""
+        return True
+
+    @property
+    def supports_response_format(self) -> bool:
+        """JSON and JSON-schema answers are enforced by a grammar (`constraints`)."""
         return True
 
     @property
     def uses_chat_template(self) -> bool:
-        return hf_prompts.uses_chat_template(self.tokenizer, self.prompt_format)
+        return hf_prompts.uses_chat_template(self.text_tokenizer(), self.prompt_format)
 
     # prompts --------------------------------------------------------------------------------------------
     def format_prompt(self, request: Request) -> str:
-        return hf_prompts.format_prompt(self.tokenizer, self.prompt_format, request)
+        return hf_prompts.format_prompt(self.text_tokenizer(), self.prompt_format, request)
 
     def stop_strings(self, request: Request) -> list[str]:
-        return hf_prompts.stop_strings(self.tokenizer, self.prompt_format, request)
+        return hf_prompts.stop_strings(self.text_tokenizer(), self.prompt_format, request)
+
+    def prompt_tokens(self, request: Request) -> int:
+        """Tokens of the request's prompt as this model reads it (its tokenizer alone; no weights load)."""
+        return len(self.token_ids(self.format_prompt(request), prompt=True))
+
+    def token_ids(self, text: str, *, prompt: bool = False) -> list[int]:
+        """Ids of `text` in this model's tokenizer (as a prompt, with its special tokens; or as plain
+        text)."""
+        tokenizer = self.text_tokenizer()
+        add_special = prompt and not (tokenizer.bos_token and text.startswith(tokenizer.bos_token))
+        return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def constraint(self, request: Request) -> Constraint | None:
+        """The grammar this model's answer to `request` must keep to (a tool call, a JSON schema), advanced
+        past its prefill; None when any text will do."""
+        lm = self.loaded()
+        prefill = lm.encode_continuation(request.prefill) if request.prefill else []
+        return constraint_for(lm.tokenizer, lm.vocab_width, lm.eos_ids(), request, prefill)
 
     def encode_text(self, text: str) -> list[int]:
         """Ids of a prompt text as generate, score and step encode it (see `LoadedModel.encode_text`)."""
@@ -140,21 +188,23 @@ class HFMember(Member):
 
     # generate -------------------------------------------------------------------------------------------
     def _run(self, request: Request, sink: queue.Queue[Any] | None = None) -> GenerationRun:
-        """The generation of one request: a forced tool call begun in the answer, the prompt encoded and
-        checked against the context window."""
+        """The generation of one request: the prompt encoded and checked against the context window, and the
+        grammar its answer must keep to."""
         lm = self.loaded()
-        forced = forced_prefix(request)
-        request = forced_call(request)
         prompt_ids = lm.encode_text(self.format_prompt(request))
         lm.check_fits(len(prompt_ids), room_for_one_more=True)
         label = "chat-template" if self.uses_chat_template else "plain-qa"
-        return GenerationRun(lm, request, prompt_ids, self.stop_strings(request), label, forced, sink)
+        constraint = self.constraint(request)
+        return GenerationRun(lm, request, prompt_ids, self.stop_strings(request), label, constraint, sink)
 
     def generate(self, request: Request) -> Generation:
         start = time.perf_counter()
         run = self._run(request)
         self._batcher.submit(run).result()
-        return run.generation(time.perf_counter() - start)
+        generation = run.generation(time.perf_counter() - start)
+        if repeats_answered_calls(request, generation.tool_calls):
+            return self.generate(_from_results(request))
+        return generation
 
     async def agenerate(self, request: Request) -> Generation:
         """Queued with other requests to this model and generated in a micro-batch; cancelling the caller
@@ -166,28 +216,36 @@ class HFMember(Member):
         except asyncio.CancelledError:
             run.cancelled.set()
             raise
-        return run.generation(time.perf_counter() - start)
+        generation = run.generation(time.perf_counter() - start)
+        if repeats_answered_calls(request, generation.tool_calls):
+            return await self.agenerate(_from_results(request))
+        return generation
 
     def stream(self, request: Request) -> Iterator[Delta]:
         start = time.perf_counter()
         tokens: queue.Queue[Any] = queue.Queue()
         run = self._run(request, sink=tokens)
         self._batcher.submit(run)
-        buffer_for_tools = bool(request.tools)
+        prose = ProseStream() if request.tools else None
         try:
             while (item := tokens.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                if item and not buffer_for_tools:
-                    yield Delta(text=item, member=self.name)
+                shown = prose.add(item) if prose is not None else item
+                if shown:
+                    yield Delta(text=shown, member=self.name)
         finally:
             run.cancelled.set()
         generation = run.generation(time.perf_counter() - start)
-        if buffer_for_tools and (generation.text or generation.tool_calls):
+        generation.require_valid_calls()  # a stream cannot carry an invalid call: it ends with the error
+        shown = prose is not None and bool(prose.shown)
+        if not shown and repeats_answered_calls(request, generation.tool_calls):  # a call is held back
+            yield from self.stream(_from_results(request))
+            return
+        rest = prose.finish(generation.text) if prose is not None else ""
+        if rest or generation.tool_calls:
             yield Delta(
-                text=generation.text,
-                tool_call_chunks=tool_calls_to_chunks(generation.tool_calls),
-                member=self.name,
+                text=rest, tool_call_chunks=tool_calls_to_chunks(generation.tool_calls), member=self.name
             )
         yield Delta(
             member=self.name, final=True, finish_reason=generation.finish_reason, usage=generation.usage
@@ -209,3 +267,9 @@ class HFMember(Member):
         """Next-token log-probs for each prompt text (encoded as `encode_text` does), with a KV cache."""
         lm = self.loaded()
         return HFStepSession(lm, [lm.encode_text(p) for p in prompts])
+
+
+def _from_results(request: Request) -> Request:
+    """The request again, to be answered in text from the tool results it holds (see
+    `repeats_answered_calls`)."""
+    return request.model_copy(update={"tool_choice": "none"})

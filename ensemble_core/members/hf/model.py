@@ -25,6 +25,11 @@ class LoadedModel:
     name: str
     context_window: int | None
 
+    @property
+    def vocab_width(self) -> int:
+        """Width of the model's next-token scores (its output layer may be padded past the tokenizer)."""
+        return max(len(self.tokenizer), int(getattr(self.model.config, "vocab_size", 0) or 0))
+
     def bos_id(self) -> int:
         tok = self.tokenizer
         for candidate in (tok.bos_token_id, tok.eos_token_id, 0):

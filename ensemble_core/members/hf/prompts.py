@@ -40,16 +40,19 @@ def stop_strings(
 
 
 def _format_messages(tokenizer: PreTrainedTokenizerBase, chat: bool, request: Request) -> str:
+    """The messages in the chat template or plain format, with the tools the model may call (none with
+    `tool_choice` "none": a model shown tools it may not call answers with calls written as prose)."""
     messages = request.messages
+    offered = request.tools if request.tool_choice != "none" else []
     if not chat:
-        if request.tools:
-            messages = with_tools_in_system(messages, request.tools)
+        if offered:
+            messages = with_tools_in_system(messages, offered)
         return plain_prompt(messages)
-    tools: list[dict[Any, Any] | Callable[..., Any]] | None = [t.as_openai() for t in request.tools] or None
+    tools: list[dict[Any, Any] | Callable[..., Any]] | None = [t.as_openai() for t in offered] or None
     rendered = _render_template(tokenizer, messages, tools)
-    if request.tools and not all(t.name in rendered for t in request.tools):
+    if offered and not all(t.name in rendered for t in offered):
         # The template ignores tools (SmolLM2's does): describe them in the system message instead.
-        rendered = _render_template(tokenizer, with_tools_in_system(messages, request.tools), None)
+        rendered = _render_template(tokenizer, with_tools_in_system(messages, offered), None)
     return rendered
 
 
