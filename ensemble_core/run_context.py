@@ -319,6 +319,9 @@ class RecordedStepSession(StepSession):
     def rewind(self, counts: Sequence[int]) -> None:
         self._guarded(lambda: self._session.rewind(counts))
 
+    def narrow(self, token_ids: Sequence[int]) -> None:
+        self._session.narrow(token_ids)
+
     def close(self) -> None:
         """End the session and record each row's call (once)."""
         if not self._open:

@@ -15,6 +15,11 @@ distributed as the verifier's (after the request's temperature and top-p):
   one tokenizer. The drafter then reads the kept tokens in its own ids.
 
 Tokenizers that cannot spell every byte cannot carry one member's text to the other exactly: refused.
+
+"Exact" is exact arithmetic, and float32 in practice. In bfloat16 a pass over several tokens rounds
+differently than a one-token step (matrix kernels sum in another order for another number of rows), so
+where the verifier's two best tokens tie or nearly tie, its verdict can differ from its own one-token
+decoding and the answer part from it there (transformers' assisted generation does the same).
 """
 
 from __future__ import annotations
@@ -105,14 +110,15 @@ def accept_draft(
 ) -> tuple[int, int]:
     """(how many drafted tokens the verifier keeps, its next token). `dists[i]` are the verifier's
     log-probabilities before `draft[i]` (one more, after the last draft); `draft_probs[i]` the distribution
-    the drafter drew `draft[i]` from (same tokenizer, sampled), or None for a fixed proposal."""
+    the drafter drew `draft[i]` from (same tokenizer, sampled), or None for a fixed proposal. Sampling is done
+    on the CPU (its seeded generator lives there), whatever devices the members run on."""
     if params.greedy:
         kept = 0
         while kept < len(draft) and int(dists[kept].argmax()) == draft[kept]:
             kept += 1
         return kept, int(dists[kept].argmax())
     for i, token in enumerate(draft):
-        p = sampling_probs(dists[i][None], params)[0]
+        p = sampling_probs(dists[i][None].cpu(), params)[0]
         q = None if draft_probs is None else _same_width(draft_probs[i], p.shape[-1])
         chance = float(p[token]) if q is None else min(1.0, float(p[token] / q[token].clamp_min(1e-30)))
         if float(torch.rand(1, generator=generator)) < chance:
@@ -123,7 +129,7 @@ def accept_draft(
         if not float(residual.sum()) > 0:
             residual = p
         return i, int(torch.multinomial(residual, 1, generator=generator))
-    last = sampling_probs(dists[len(draft)][None], params)[0]
+    last = sampling_probs(dists[len(draft)][None].cpu(), params)[0]
     return len(draft), int(torch.multinomial(last, 1, generator=generator))
 
 
@@ -131,7 +137,7 @@ def _same_width(probs: torch.Tensor, width: int) -> torch.Tensor:
     """The drafter's distribution over the verifier's output width (models may pad their output layers)."""
     if probs.shape[-1] == width:
         return probs
-    out = torch.zeros(width, dtype=probs.dtype, device=probs.device)
+    out = torch.zeros(width, dtype=probs.dtype)
     n = min(width, probs.shape[-1])
     out[:n] = probs[:n]
     return out
@@ -257,6 +263,17 @@ class _Drafter:
             self.session.close()
 
 
+def _require_rewind(session: StepSession, member: Member) -> None:
+    """A `CapabilityError` (the session closed) when the member's sessions cannot take tokens back."""
+    if not session.supports_rewind:
+        session.close()
+        raise CapabilityError(
+            f"member {member.name!r}'s step sessions cannot take back tokens (its KV cache has "
+            "sliding-window or linear-attention layers), which speculative decoding needs to drop rejected "
+            "drafts; use models with full attention in every layer (e.g. qwen05 drafting for qwen15)"
+        )
+
+
 def _pick(
     logprobs: torch.Tensor, params: Params, generator: torch.Generator | None
 ) -> tuple[int, float, torch.Tensor]:
@@ -265,7 +282,7 @@ def _pick(
     if params.greedy:
         token = int(logprobs.argmax())
         return token, float(logprobs[token].exp()), logprobs
-    probs = sampling_probs(logprobs[None], params)[0]
+    probs = sampling_probs(logprobs[None].cpu(), params)[0]
     token = int(torch.multinomial(probs, 1, generator=generator))
     return token, float(probs[token]), probs
 
@@ -284,7 +301,9 @@ def _complete_utf8(data: bytes) -> bytes:
 class SpeculativeDecoding:
     """Answer `request` with the verifier's tokens, drafted by the drafter. Sessions are opened by
     `open_session(member, prompt, role)` (a strategy passes `RunContext.step_session`, which bounds and
-    records them); a drafter whose session fails is dropped, a verifier's failure raises."""
+    records them); a drafter whose session fails is dropped, a verifier's failure raises. With
+    `draft_vocab`, the drafter only proposes its first `draft_vocab` token ids and its end of sequence
+    (`StepSession.narrow`): exact all the same, since the verifier checks every token."""
 
     def __init__(
         self,
@@ -293,6 +312,7 @@ class SpeculativeDecoding:
         request: Request,
         schedule: DraftSchedule,
         open_session: Callable[[Member, str, str], StepSession],
+        draft_vocab: int | None = None,
     ):
         self.alignment = pair_alignment(drafter, verifier)
         self.drafter_member, self.verifier = drafter, verifier
@@ -313,17 +333,14 @@ class SpeculativeDecoding:
         self.ids: list[int] = []  # the answer in the verifier's ids
         self.cancelled = threading.Event()
         self.session = open_session(verifier, verifier.format_prompt(request), "verify")
-        if not self.session.supports_rewind:
-            self.session.close()
-            raise CapabilityError(
-                f"member {verifier.name!r}'s step sessions cannot take back tokens (its KV cache slides or "
-                "is linear), which speculative decoding needs to drop rejected drafts"
-            )
+        _require_rewind(self.session, verifier)
         prompt = len(self.session.token_ids(0))
         window = verifier.context_window
         self.max_new = min(self.params.max_tokens, window - prompt) if window else self.params.max_tokens
         session, error = self._open_drafter(drafter, open_session)
         self.drafter = _Drafter(drafter, self.alignment, verifier_eos, session, error)
+        if session is not None and draft_vocab is not None and draft_vocab < session.vocab_size:
+            session.narrow([*range(draft_vocab), *sorted(self.drafter.stop)])
         self.pending: list[int] = []  # the verifier's last token, chosen but not yet read by it
         self.active = True
 
@@ -334,9 +351,11 @@ class SpeculativeDecoding:
             session = open_session(drafter, drafter.format_prompt(self.request), "draft")
         except Exception as err:
             return None, f"{type(err).__name__}: {err}"
-        if not session.supports_rewind:
-            session.close()
-            return None, f"member {drafter.name!r}'s step sessions cannot take back tokens"
+        try:
+            _require_rewind(session, drafter)
+        except CapabilityError:
+            self.session.close()
+            raise
         return session, None
 
     def steps(self) -> Iterator[str]:

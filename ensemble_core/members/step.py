@@ -52,5 +52,9 @@ class StepSession(ABC):
         been fed; `logprobs()` is then that of the shorter row."""
         raise NotImplementedError(f"{type(self).__name__} cannot take back fed ids")
 
+    def narrow(self, token_ids: Sequence[int]) -> None:  # noqa: B027 (a hint a session may ignore)
+        """A hint: from now on only the distribution over `token_ids` is needed, the others may come back as
+        -inf (a drafter's output layer shrinks to those rows). A session that ignores it stays correct."""
+
     def close(self) -> None:  # noqa: B027 (a session with nothing to free keeps this no-op)
         """Free the cache early; sessions are also freed when garbage-collected."""

@@ -28,7 +28,9 @@ from ensemble_core.types import Delta, Generation, Request, Result, Usage, tool_
 
 class Speculative(Strategy):
     """The verifier's answer, drafted by a smaller member that shares (or can be aligned with) its
-    tokenizer."""
+    tokenizer. Greedy: the verifier's own tokens (exactly in float32; in bfloat16 a near-tie of its two best
+    tokens can go the other way, see `speculative_decoding`); sampled: distributed as the verifier's. A
+    failing drafter leaves the verifier to answer alone; a failing verifier fails the request."""
 
     name: ClassVar[str] = "speculative"
     summary: ClassVar[str] = (
@@ -56,10 +58,19 @@ class Speculative(Strategy):
     )
     max_draft_tokens: int = Field(default=8, ge=1, le=64, description="adaptive: the longest draft")
     min_confidence: float = Field(
-        default=0.4,
+        default=0.7,
         ge=0.0,
         le=1.0,
         description="adaptive: stop a draft at a token the drafter gives a lower probability",
+    )
+
+    draft_vocab: int | None = Field(
+        default=32768,
+        ge=256,
+        description="the drafter proposes only its first N token ids (BPE and sentencepiece vocabularies "
+        "number tokens roughly by frequency) and its end of sequence, so its output layer shrinks (a quarter "
+        "of a 0.5B model's work over a 152k vocabulary); None: the whole vocabulary. Exact either way: the "
+        "verifier checks every token",
     )
 
     @field_validator("draft_tokens")
@@ -155,7 +166,13 @@ class Speculative(Strategy):
 
         try:
             return await to_thread(
-                SpeculativeDecoding, drafter, verifier, request, self.schedule(), open_session
+                SpeculativeDecoding,
+                drafter,
+                verifier,
+                request,
+                self.schedule(),
+                open_session,
+                self.draft_vocab,
             )
         except MemberError as err:
             raise _request_error(err) from None

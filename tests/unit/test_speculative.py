@@ -14,6 +14,7 @@ from ensemble_core.asyncio_bridge import iterate_sync, run_sync
 from ensemble_core.errors import CapabilityError, ConfigError, ContextWindowError, MemberError
 from ensemble_core.members.base import Capability
 from ensemble_core.members.hf import HFMember
+from ensemble_core.members.hf.stepping import HFStepSession
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.mixing import sampling_probs
 from ensemble_core.speculative_decoding import DraftSchedule, accept_draft
@@ -232,6 +233,28 @@ def test_rows_rewind_by_different_counts(verifier):
         torch.testing.assert_close(batch.logprobs()[row], single.logprobs()[0], atol=1e-4, rtol=1e-4)
 
 
+def test_a_narrowed_session_gives_the_distribution_over_its_ids_only(verifier):
+    full = verifier.step_session(["hello there"])
+    narrow = verifier.step_session(["hello there"])
+    ids = [*range(100), 200, 250]
+    narrow.narrow(ids)
+    for session in (full, narrow):
+        session.advance([[40, 41]])
+    kept = full.logprobs()[0][ids]
+    torch.testing.assert_close(narrow.logprobs()[0][ids], kept - kept.logsumexp(-1), atol=1e-5, rtol=1e-5)
+    others = torch.ones(narrow.vocab_size, dtype=torch.bool)
+    others[ids] = False
+    assert torch.isinf(narrow.logprobs()[0][others]).all()
+
+
+def test_a_drafter_proposing_part_of_the_vocabulary_leaves_the_answer_unchanged(drafters, verifier):
+    ens = speculative(drafters["noisy"], verifier, draft_tokens=4, draft_vocab=256)
+    for prompt in PROMPTS:
+        result = ens.run(prompt, max_tokens=40)
+        assert result.text == alone(verifier, prompt, max_tokens=40).text
+        assert result.trace.details["accepted"] > 0
+
+
 def test_a_recorded_session_counts_every_checked_position(drafters, verifier):
     result = speculative(drafters["copy"], verifier, draft_tokens=4).run(PROMPTS[0], max_tokens=20)
     calls = {c.role: c for c in result.trace.calls}
@@ -382,3 +405,42 @@ def test_the_adaptive_schedule_grows_after_full_rounds_and_shrinks_after_rejecti
     fixed = DraftSchedule(fixed=3, maximum=8, min_confidence=0.4)
     fixed.update(drafted=3, kept=0)
     assert fixed.current == 3 and not fixed.stops_at(0.0)
+
+
+class _SlidingSession(HFStepSession):
+    @property
+    def supports_rewind(self) -> bool:
+        return False  # as for a model with sliding-window layers
+
+
+class _Unrewindable(HFMember):
+    def step_session(self, prompts):
+        lm = self.loaded()
+        return _SlidingSession(lm, [lm.encode_text(p) for p in prompts])
+
+
+@pytest.mark.parametrize("role", ["drafter", "verifier"])
+def test_a_member_whose_cache_cannot_take_tokens_back_is_refused(drafters, verifier, role):
+    sliding = _Unrewindable(verifier.folder, name="sliding")
+    pair = (sliding, verifier) if role == "drafter" else (drafters["copy"], sliding)
+    with pytest.raises(CapabilityError, match="'sliding'.*cannot take back tokens.*full attention"):
+        speculative(*pair).run(PROMPTS[0], max_tokens=4)
+
+
+def test_sliding_window_and_full_attention_caches_are_told_apart():
+    from transformers import DynamicCache, Qwen2Config
+
+    from ensemble_core.members.hf.cache import can_drop_last
+
+    full = Qwen2Config(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2)
+    sliding = Qwen2Config(
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=16,
+        max_window_layers=0,
+    )
+    assert can_drop_last(DynamicCache(config=full))
+    assert not can_drop_last(DynamicCache(config=sliding))

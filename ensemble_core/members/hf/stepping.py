@@ -4,6 +4,7 @@ one `DynamicCache` (token fusion and speculative strategies drive it)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -32,6 +33,7 @@ class HFStepSession(StepSession):
         self.mask = torch.zeros((len(self._rows), 0), dtype=torch.long, device=lm.device)
         self._logprobs = torch.empty(0)
         self._stale: set[int] = set()  # rewound rows whose `_logprobs` row is out of date
+        self._head: _NarrowHead | None = None
         self._forward(self._rows)
 
     @property
@@ -77,6 +79,12 @@ class HFStepSession(StepSession):
                 self._stale.add(row)
         self._unmask(counts)
 
+    def narrow(self, token_ids: Sequence[int]) -> None:
+        """Compute the logits of `token_ids` only (the others -inf): the output layer of a large vocabulary
+        is a quarter of a small model's work per token. Models whose logits are not a plain linear layer over
+        the last hidden state (soft-capped, scaled) ignore it."""
+        self._head = _NarrowHead.of(self.model, token_ids)
+
     def _check_rows(self, per_row: Sequence[object]) -> None:
         if len(per_row) != len(self._rows):
             raise ValueError(f"give one entry per row ({len(self._rows)}), got {len(per_row)}")
@@ -110,21 +118,66 @@ class HFStepSession(StepSession):
         self.mask = torch.cat([self.mask, new_mask], dim=1)
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
         with torch.inference_mode():
-            out = self.model(
-                input_ids=ids,
-                attention_mask=self.mask,
-                position_ids=positions,
-                **cache_argument(self.model, self.cache),
-                use_cache=True,
-                logits_to_keep=keep,
-            )
-        fresh = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            if self._head is None:
+                logits = self.model(
+                    input_ids=ids,
+                    attention_mask=self.mask,
+                    position_ids=positions,
+                    **cache_argument(self.model, self.cache),
+                    use_cache=True,
+                    logits_to_keep=keep,
+                ).logits
+            else:
+                base = self.model.base_model
+                hidden = base(
+                    input_ids=ids,
+                    attention_mask=self.mask,
+                    position_ids=positions,
+                    **cache_argument(base, self.cache),
+                    use_cache=True,
+                ).last_hidden_state
+                logits = self._head(hidden[:, -keep:])
+        fresh = torch.log_softmax(logits[:, -1].float(), dim=-1)
         moved = [bool(c) for c in chunks]
         if self._logprobs.numel():
             fresh = torch.where(torch.tensor(moved, device=fresh.device)[:, None], fresh, self._logprobs)
         self._logprobs = fresh
         self._stale -= {row for row, m in enumerate(moved) if m}
-        return out.logits
+        return logits
 
     def close(self) -> None:
         self.cache = DynamicCache(config=self.model.config)
+
+
+class _NarrowHead:
+    """A model's output layer over some token ids only: the longest run of ids from 0 through a view of the
+    weight (no copy), the rest through their own rows; every other logit is -inf."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, token_ids: Sequence[int]):
+        ids = sorted(set(token_ids))
+        self.width = weight.shape[0]
+        self.prefix = next((i for i, t in enumerate(ids) if t != i), len(ids))
+        self.rest = torch.tensor(ids[self.prefix :], dtype=torch.long, device=weight.device)
+        self.weight, self.bias = weight, bias
+        self.rest_weight = weight[self.rest]
+        self.rest_bias = None if bias is None else bias[self.rest]
+
+    @classmethod
+    def of(cls, model: Any, token_ids: Sequence[int]) -> _NarrowHead | None:
+        """The narrowed head of `model`, or None when its logits are more than a linear layer."""
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        config = getattr(model, "config", None)
+        capped = getattr(config, "final_logit_softcapping", None) is not None
+        plain = not capped and not hasattr(config, "logit_scale")
+        base = getattr(model, "base_model", model)
+        if not isinstance(head, torch.nn.Linear) or not plain or base is model:
+            return None
+        return cls(head.weight, head.bias, token_ids)
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = hidden.new_full((*hidden.shape[:-1], self.width), float("-inf"))
+        bias = None if self.bias is None else self.bias[: self.prefix]
+        out[..., : self.prefix] = torch.nn.functional.linear(hidden, self.weight[: self.prefix], bias)
+        if self.rest.numel():
+            out[..., self.rest] = torch.nn.functional.linear(hidden, self.rest_weight, self.rest_bias)
+        return out
