@@ -4,7 +4,8 @@ how the converted weights load (time, memory).
 
 Each run is a fresh process (`--child`) that does what `llm-ensemble ask` does (the default members, the
 strategy, one question) but streams the answer, and reports, from its own start: when the first token
-arrived, when the answer ended, the seconds spent loading weights and aligning vocabularies, and its memory
+arrived, when the answer ended, the seconds spent importing, finding the packaged models, loading weights
+and aligning vocabularies, and its memory
 (resident, of which file-backed: weights memory-mapped from the safetensors cache rather than copied).
 Cold: the alignment cache removed first; warm: the next fresh process. The converted weights are in the
 page cache either way (dropping it would need root and slow everyone on the machine). With --copy-weights,
@@ -75,7 +76,9 @@ def child(strategy: str, max_tokens: int, copy_weights: bool, started: float) ->
     from ensemble_core.defaults import default_members
 
     imported = time.time()
-    ensemble = Ensemble(default_members(), strategy, **PARAMS.get(strategy, {}))
+    members = default_members()  # finds the packaged models (assembling or checking their files)
+    built = time.time()
+    ensemble = Ensemble(members, strategy, **PARAMS.get(strategy, {}))
     first = None
     text = []
     for delta in ensemble.stream(QUESTION, max_tokens=max_tokens):
@@ -88,6 +91,7 @@ def child(strategy: str, max_tokens: int, copy_weights: bool, started: float) ->
             {
                 "strategy": strategy,
                 "imports_s": imported - started,
+                "members_s": built - imported,
                 "ttft_s": (first or end) - started,
                 "total_s": end - started,
                 **timings,
@@ -136,7 +140,7 @@ def main() -> None:
     from ensemble_core.alignment_cache import alignments_root
 
     print(f"load average {os.getloadavg()}; alignment cache {alignments_root()}")
-    columns = ("TTFT s", "total s", "load s", "align s", "RSS MiB", "file MiB")
+    columns = ("TTFT s", "total s", "import s", "members s", "load s", "align s", "RSS MiB", "file MiB")
     print(f"{'strategy':13} {'start':6} " + " ".join(f"{c:>8}" for c in columns))
     for strategy in args.strategies.split(","):
         shutil.rmtree(alignments_root(), ignore_errors=True)
@@ -150,7 +154,14 @@ def main() -> None:
 
 def _report(strategy: str, start: str, row: dict) -> None:
     memory = row["memory_mib"]
-    figures = (row["ttft_s"], row["total_s"], row["load_s"], row["align_s"])
+    figures = (
+        row["ttft_s"],
+        row["total_s"],
+        row["imports_s"],
+        row["members_s"],
+        row["load_s"],
+        row["align_s"],
+    )
     print(
         f"{strategy:13} {start:6} "
         + " ".join(f"{x:8.2f}" for x in figures)
