@@ -12,7 +12,7 @@ tokens tie (or nearly) the texts can part; --verifier-dtype float32 runs qwen15 
 float32, where they do not.
 
     python benchmarks/speculative.py [--tokens 64] [--prompts 10] [--draft adaptive|N] [--assisted]
-        [--verifier-dtype auto|float32] [--drafter-dtype auto|float32]
+        [--verifier-dtype auto|float32] [--drafter-dtype auto|float32] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -76,12 +76,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--verifier-dtype", default="auto", help="qwen15's dtype (auto: bfloat16 here)")
     parser.add_argument("--drafter-dtype", default="auto", help="qwen05's dtype")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     draft = args.draft if args.draft == "adaptive" else int(args.draft)
 
-    drafter, verifier = qwen05(dtype=args.drafter_dtype), qwen15(dtype=args.verifier_dtype)
+    placed = {"device": args.device} if args.device else {}
+    drafter = qwen05(dtype=args.drafter_dtype, **placed)
+    verifier = qwen15(dtype=args.verifier_dtype, **placed)
     for member in (drafter, verifier):
         member.load()
     alone = Ensemble([verifier], "single", members=[verifier.name])
