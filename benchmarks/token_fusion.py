@@ -7,10 +7,13 @@ Measured in one run, on the same prompt:
   does), with the same mixing, for comparison;
 - the share of a fused step spent on the cross-tokenizer work (projection into the union vocabulary, mixing,
   choosing, spelling the token in each member's ids): target < 10%;
-- identity: weight 1 on one member reproduces its greedy output (--identity-tokens each direction).
-Times are per new token x --tokens when a run ends early (EOS), and the best of --repeats.
+- identity: weight 1 on one member reproduces its greedy output (--identity-tokens each direction);
+- with --batch N: N different requests fused together as rows of one batch, against the same N one after
+  another (tokens/s ratio; the GPU goal is >= 3x at batch 8).
+Times are per new token x --tokens when a run ends early (EOS), and the best of --repeats. On a CUDA device
+the members run in bfloat16 and the fused step loop on the GPU.
 
-    python benchmarks/token_fusion.py [--tokens 64] [--repeats 3] [--device cpu|cuda]
+    python benchmarks/token_fusion.py [--tokens 64] [--repeats 3] [--device cpu|cuda] [--batch 8]
 """
 
 from __future__ import annotations
@@ -59,12 +62,29 @@ def naive_fusion(members, request, max_tokens: int) -> tuple[int, float]:
     return produced, time.perf_counter() - start
 
 
+def batched_vs_sequential(members, batch: int, tokens: int) -> None:
+    """`batch` different requests fused as rows of one batch, against the same requests one at a time."""
+    ens = Ensemble(members, TokenFusion(batch_size=batch))
+    prompts = [f"{PROMPT} Give it the number {i} somewhere." for i in range(batch)]
+    results, batched_s = timed(lambda: ens.batch(prompts, max_tokens=tokens))
+    n_batched = sum(r.trace.details["fused_tokens"] for r in results)
+    singles, sequential_s = timed(lambda: [ens.run(p, max_tokens=tokens) for p in prompts])
+    n_sequential = sum(r.trace.details["fused_tokens"] for r in singles)
+    ratio = (n_batched / batched_s) / (n_sequential / sequential_s)
+    print(
+        f"\nbatch of {batch}: {n_batched / batched_s:.1f} tokens/s fused together, "
+        f"{n_sequential / sequential_s:.1f} tokens/s one after another: {ratio:.2f}x (GPU goal >= 3x); "
+        f"same texts: {[r.text for r in results] == [r.text for r in singles]}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--identity-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--batch", type=int, default=0, help="also fuse this many requests as one batch")
     args = parser.parse_args()
 
     members = default_members(**({"device": args.device} if args.device else {}))
@@ -111,6 +131,8 @@ def main() -> None:
         f"ratio to sum = {fused_best / total_alone:.3f}  (target <= 1.15)"
     )
     print(f"  naive fusion (no cache)  {naive_best:7.2f} s  ratio to sum = {naive_best / total_alone:.3f}")
+    slower = max(alone.values())
+    print(f"  token fusion tokens/s / the slower member's = {slower / fused_best:.2f}x (GPU goal >= 0.8x)")
 
     assert fused_result is not None
     timing = fused_result.trace.details["timing"]
@@ -120,6 +142,9 @@ def main() -> None:
         f"  cross-tokenizer work per step {align_s * 1000:.2f} ms of {step_s * 1000:.2f} ms = "
         f"{align_s / step_s:.1%} (union projection + mixing + choice + spelling; target < 10%)"
     )
+
+    if args.batch:
+        batched_vs_sequential(members, args.batch, args.tokens)
 
     print(f"\nidentity ({args.identity_tokens} tokens, weight 1 on one member):")
     for m in members:

@@ -9,7 +9,7 @@ bytes, so every member reads the same text byte for byte.
 
 Special tokens decode to no text: every member's end-of-sequence ids are end-of-sequence union ids, every
 other special token is matched across tokenizers by its name. Alignments are built once per set of
-tokenizers and cached per process.
+tokenizers and cached per process (and, through `alignment_cache`, on disk across processes).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -51,9 +51,7 @@ class TokenTable:
 def token_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
     """The byte table of a tokenizer, from its decoder's kind (byte-level, or sentencepiece with byte
     fallback)."""
-    backend_decoder = tokenizer.backend_tokenizer.decoder
-    decoder = json.loads(backend_decoder.__getstate__()) if backend_decoder is not None else {}
-    byte_level = _has_decoder(decoder, "ByteLevel")
+    byte_level = _byte_level(tokenizer)
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     special = {i: tok.content for i, tok in tokenizer.added_tokens_decoder.items() if tok.special}
     data: list[bytes] = []
@@ -63,16 +61,11 @@ def token_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
         if i in special or token is None:
             data.append(b"")
             continue
-        match = None if byte_level else _BYTE_FALLBACK.match(token)
-        if match:
-            value = bytes([int(match.group(1), 16)])
+        value, is_fallback = _token_bytes(token, byte_level)
+        if is_fallback:
             fallback_ids[value[0]] = i
-        elif byte_level:
-            value = b"".join(bytes([_BYTE_DECODER[c]]) if c in _BYTE_DECODER else c.encode() for c in token)
-        else:
-            value = token.replace("\u2581", " ").encode()
         data.append(value)
-        if len(value) == 1 and not match:
+        if len(value) == 1 and not is_fallback:
             byte_ids.setdefault(value[0], i)
     return TokenTable(
         data=data,
@@ -80,6 +73,38 @@ def token_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
         byte_ids={**fallback_ids, **byte_ids},
         fallback=frozenset(fallback_ids.values()),
     )
+
+
+def _token_bytes(token: str, byte_level: bool) -> tuple[bytes, bool]:
+    """The bytes one (non-special) token stands for, and whether it is a `<0xNN>` byte fallback."""
+    match = None if byte_level else _BYTE_FALLBACK.match(token)
+    if match:
+        return bytes([int(match.group(1), 16)]), True
+    if byte_level:
+        return b"".join(bytes([_BYTE_DECODER[c]]) if c in _BYTE_DECODER else c.encode() for c in token), False
+    return token.replace("\u2581", " ").encode(), False
+
+
+def table_agrees(tokenizer: PreTrainedTokenizerBase, table: TokenTable, ids: Sequence[int]) -> bool:
+    """Whether `table` (read from a cache, say) gives `ids` the bytes `tokenizer` gives them now."""
+    if len(table.data) != len(tokenizer):
+        return False
+    byte_level = _byte_level(tokenizer)
+    special = {i: tok.content for i, tok in tokenizer.added_tokens_decoder.items() if tok.special}
+    if special != table.special:
+        return False
+    tokens = tokenizer.convert_ids_to_tokens(list(ids))
+    for i, token in zip(ids, tokens, strict=True):
+        expected = b"" if i in special or token is None else _token_bytes(token, byte_level)[0]
+        if table.data[i] != expected:
+            return False
+    return True
+
+
+def _byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
+    backend_decoder = tokenizer.backend_tokenizer.decoder
+    decoder = json.loads(backend_decoder.__getstate__()) if backend_decoder is not None else {}
+    return _has_decoder(decoder, "ByteLevel")
 
 
 def _has_decoder(decoder: dict, kind: str) -> bool:
@@ -174,14 +199,19 @@ def cached_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
         return entry[1]
 
 
-def align(tokenizers: Sequence[PreTrainedTokenizerBase], eos_ids: Sequence[Sequence[int]]) -> Alignment:
-    """The alignment of these tokenizers (each with its end-of-sequence ids), built once per process."""
+def align(
+    tokenizers: Sequence[PreTrainedTokenizerBase],
+    eos_ids: Sequence[Sequence[int]],
+    builder: Callable[[Sequence[PreTrainedTokenizerBase], Sequence[Sequence[int]]], Alignment] | None = None,
+) -> Alignment:
+    """The alignment of these tokenizers (each with its end-of-sequence ids), made once per process by
+    `builder` (default `build_alignment`; `alignment_cache` passes one that reads it from disk)."""
     key = tuple(id(t) for t in tokenizers) + tuple(i for ids in eos_ids for i in (-1, *sorted(ids)))
     with _LOCK:
         entry = _CACHE.get(key)
         if entry is not None and all(a is b for a, b in zip(entry[0], tokenizers, strict=True)):
             return entry[1]
-    alignment = build_alignment(tokenizers, eos_ids)
+    alignment = (builder or build_alignment)(tokenizers, eos_ids)
     with _LOCK:
         _CACHE[key] = (list(tokenizers), alignment)
     return alignment

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
-from ensemble_core.alignment import Alignment, align
+from ensemble_core.alignment import Alignment
+from ensemble_core.alignment_cache import cached_alignment
 from ensemble_core.errors import AllMembersFailedError, CapabilityError
 from ensemble_core.members.base import Member
 from ensemble_core.members.step import StepSession
@@ -82,10 +83,12 @@ def require_tokenizer(member: Member) -> None:
 
 
 def member_alignment(members: Sequence[Member]) -> Alignment:
-    """The (cached) alignment of the members' tokenizers, with each member's end-of-sequence ids."""
+    """The alignment of the members' tokenizers, with each member's end-of-sequence ids (cached per process
+    and on disk)."""
     for member in members:
         require_tokenizer(member)
-    return align([m.tokenizer for m in members], [m.eos_ids() for m in members])  # type: ignore[attr-defined]
+    tokenizers = [m.tokenizer for m in members]  # type: ignore[attr-defined]
+    return cached_alignment(tokenizers, [m.eos_ids() for m in members])  # type: ignore[attr-defined]
 
 
 class FusedDecoding:

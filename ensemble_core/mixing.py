@@ -103,13 +103,19 @@ def choose(
     for row, (p, generator) in enumerate(zip(params, generators, strict=True)):
         if p.greedy:
             continue
-        warpers = LogitsProcessorList([TemperatureLogitsWarper(p.temperature)])
-        if p.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(p.top_p))
-        warped = warpers(None, scores[row : row + 1].float())  # type: ignore[arg-type]
-        probs = torch.softmax(warped, dim=-1)
+        probs = sampling_probs(scores[row : row + 1], p)
         chosen[row] = int(torch.multinomial(probs, 1, generator=generator))
     return chosen
+
+
+def sampling_probs(scores: torch.Tensor, params: Params) -> torch.Tensor:
+    """The distribution a sampled row draws from: log-space `scores` [rows, vocab] after temperature and top-p
+    warping (as `generate` samples with top_k=0), softmaxed, float32."""
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(params.temperature)])
+    if params.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(params.top_p))
+    warped = warpers(None, scores.float())  # type: ignore[arg-type]
+    return torch.softmax(warped, dim=-1)
 
 
 def generator_for(params: Params, device: torch.device) -> torch.Generator | None:

@@ -279,7 +279,8 @@ class RecordedStepSession(StepSession):
     """A member's stepping session as a strategy sees it: every step timed against the member's timeout (a
     budget for the whole session), the circuit breaker told how it went, and one call per row recorded
     when the session closes (prompt tokens in; out, the next-token distributions it produced, one per
-    answer token); a failure raises `MemberError` and is recorded at once."""
+    answer token, or one per position checked by `advance_positions`); a failure raises `MemberError` and is
+    recorded at once."""
 
     def __init__(self, member: Member, prompts: Sequence[str], role: str, contexts: Sequence[RunContext]):
         self.member = member
@@ -307,6 +308,23 @@ class RecordedStepSession(StepSession):
         for row, ids in enumerate(token_ids):
             self.steps[row] += bool(ids)
         return logprobs
+
+    @property
+    def supports_rewind(self) -> bool:
+        return self._session.supports_rewind
+
+    def advance_positions(self, token_ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """`advance`, with the distribution after every fed id (each counts as one produced)."""
+        logprobs: list[torch.Tensor] = self._guarded(lambda: self._session.advance_positions(token_ids))
+        for row, ids in enumerate(token_ids):
+            self.steps[row] += len(ids)
+        return logprobs
+
+    def rewind(self, counts: Sequence[int]) -> None:
+        self._guarded(lambda: self._session.rewind(counts))
+
+    def narrow(self, token_ids: Sequence[int]) -> None:
+        self._session.narrow(token_ids)
 
     def close(self) -> None:
         """End the session and record each row's call (once)."""

@@ -2,6 +2,9 @@
 grammar state (`TokenConstraint`) that may restrict its next token.
 
 Token-level strategies drive one `StepSession` per member per request; each row of the session is one prompt.
+Speculative decoding also needs the distributions at every fed position (`advance_positions`: a verifier
+checks several drafted tokens in one forward) and to take rejected tokens back (`rewind`); sessions that can
+say so with `supports_rewind`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,25 @@ class StepSession(ABC):
     @abstractmethod
     def token_ids(self, row: int) -> list[int]:
         """All ids of a row so far (prompt and fed ids), without padding."""
+
+    @property
+    def supports_rewind(self) -> bool:
+        """Whether `advance_positions` and `rewind` work (speculative decoding needs both)."""
+        return False
+
+    def advance_positions(self, token_ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Feed each row its ids like `advance`; return per row the log-probabilities after each fed id,
+        shape [len(ids), vocab_size] (the last one is the row's new `logprobs()`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot return the distribution at every position")
+
+    def rewind(self, counts: Sequence[int]) -> None:
+        """Take back the last `counts[row]` fed ids of each row (never the whole row), as if they had never
+        been fed; `logprobs()` is then that of the shorter row."""
+        raise NotImplementedError(f"{type(self).__name__} cannot take back fed ids")
+
+    def narrow(self, token_ids: Sequence[int]) -> None:  # noqa: B027 (a hint a session may ignore)
+        """A hint: from now on only the distribution over `token_ids` is needed, the others may come back as
+        -inf (a drafter's output layer shrinks to those rows). A session that ignores it stays correct."""
 
     def close(self) -> None:  # noqa: B027 (a session with nothing to free keeps this no-op)
         """Free the cache early; sessions are also freed when garbage-collected."""

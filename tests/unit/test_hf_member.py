@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -122,3 +124,21 @@ def test_plain_format_for_models_without_a_template(tmp_path):
     )
     assert member.format_prompt(request) == "Be brief.\n\nQuestion: Hi?\nAnswer:"
     assert member.generate(request.with_params(max_tokens=4)).prompt_format == "plain-qa"
+
+
+def test_weights_load_memory_mapped_from_their_safetensors_file(tiny_member):
+    """The parameters live on a mapping of the weights file (a warm start reads the page cache, and members
+    of one model in several processes share it), not on a private copy."""
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        pytest.skip("needs /proc/self/maps (Linux)")
+    params = list(tiny_member.model.parameters())  # loaded
+    weights = str((tiny_member.folder / "model.safetensors").resolve())
+    spans = []
+    for line in maps.read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5] == weights:
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            spans.append((start, end))
+    mapped = [p for p in params if any(a <= p.data_ptr() < b for a, b in spans)]
+    assert spans and len(mapped) == len(params)

@@ -20,6 +20,7 @@ STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
     "rule-router": {"default": "tiny-b"},
     "perplexity-router": {},
     "token-fusion": {},
+    "speculative": {},
     "span-fusion": {},
     "step-fusion": {},
     "rank-and-fuse": {"judge": "tiny-a"},

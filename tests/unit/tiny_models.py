@@ -64,3 +64,60 @@ def tiny_llama(
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     return folder
+
+
+def noisy_copy(source: Path, folder: Path, scale: float, seed: int = 5) -> Path:
+    """A copy of the tiny model in `source` with Gaussian noise of `scale` x each tensor's spread added to its
+    weights: a drafter that agrees with the original on most tokens, not all."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM.from_pretrained(source)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * scale * param.std())
+    model.save_pretrained(folder, safe_serialization=True)
+    PreTrainedTokenizerFast.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+def respelled(source: Path, folder: Path, tokenizer: PreTrainedTokenizerFast) -> Path:
+    """The tiny byte-tokenizer model in `source` moved onto `tokenizer` (one with merges): each token keeps
+    its embedding and output row by name; a merged token reads as its last byte and is never written (zero
+    output row). A drafter with another tokenizer that still agrees with the original."""
+    model = LlamaForCausalLM.from_pretrained(source)
+    own = PreTrainedTokenizerFast.from_pretrained(source).get_vocab()
+    config = model.config
+    config.vocab_size = len(tokenizer)
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    moved = LlamaForCausalLM(config)
+    state = {k: v for k, v in model.state_dict().items() if "embed_tokens" not in k and "lm_head" not in k}
+    moved.load_state_dict(state, strict=False)
+    embed, head = model.model.embed_tokens.weight, model.lm_head.weight
+    with torch.no_grad():
+        moved.lm_head.weight.zero_()
+        for token, i in tokenizer.get_vocab().items():
+            j = own.get(token, own.get(token[-1]))
+            moved.model.embed_tokens.weight[i] = embed[j]
+            if token in own:
+                moved.lm_head.weight[i] = head[own[token]]
+    moved.generation_config.eos_token_id = tokenizer.eos_token_id
+    moved.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """A sentencepiece-style tokenizer without byte fallback: it can spell lowercase letters and spaces only
+    (nothing else maps to bytes), so it cannot carry another tokenizer's text exactly."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    order = ["<unk>", "<|endoftext|>", "<|im_end|>", "\u2581", *letters, *(f"\u2581{c}" for c in letters)]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(order)}, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )

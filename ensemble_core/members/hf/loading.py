@@ -1,5 +1,10 @@
 """Loading a local model: the device and dtype it runs in, its GGUF file de-quantised once into the cache,
-and its weights loaded once per process however many members use them."""
+and its weights loaded once per process however many members use them.
+
+Weights load memory-mapped: transformers 5 reads safetensors through a mapping of the file and keeps each
+parameter on it when no cast is needed, and a GGUF file is converted to the very dtype it runs in. A warm
+start then costs page-cache reads, not a copy of the weights, and processes running the same model share
+its pages (`benchmarks/warm_start.py` measures it; `test_hf_member` checks it)."""
 
 from __future__ import annotations
 
