@@ -39,7 +39,6 @@ from ensemble_core.errors import CapabilityError
 from ensemble_core.members.base import Member
 from ensemble_core.members.step import StepSession
 from ensemble_core.members.text_stream import TextAssembler
-from ensemble_core.members.tool_parsing import forced_call, forced_prefix
 from ensemble_core.mixing import generator_for, sampling_probs
 from ensemble_core.types import FinishReason, Params, Request
 
@@ -316,8 +315,7 @@ class SpeculativeDecoding:
     ):
         self.alignment = pair_alignment(drafter, verifier)
         self.drafter_member, self.verifier = drafter, verifier
-        self.forced = forced_prefix(request)
-        self.request = request = forced_call(request)
+        self.request = request
         self.params = request.params
         self.schedule = schedule
         self.generator = generator_for(self.params, torch.device("cpu"))

@@ -126,6 +126,13 @@ class Speculative(Strategy):
     # running
     # ----------------------------------------------------------------------------------------------------
     async def arun(self, ctx: RunContext, request: Request) -> Result:
+        verifier = self.pair(list(ctx.members.values()))[1]
+        if _constrained(verifier, request):
+            try:
+                generation = await ctx.generate(verifier, request, role="answer")
+            except MemberError as err:
+                raise _request_error(err) from None
+            return ctx.result(generation, reason=_alone(verifier), constrained=True)
         start = time.perf_counter()
         decoding = await self._open(ctx, request)
         try:
@@ -140,6 +147,12 @@ class Speculative(Strategy):
         return self._result(ctx, decoding, time.perf_counter() - start)
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
+        verifier = self.pair(list(ctx.members.values()))[1]
+        if _constrained(verifier, request):
+            async for delta in ctx.stream(verifier, request, role="answer"):
+                yield delta
+            yield ctx.final_delta(verifier.name, reason=_alone(verifier))
+            return
         start = time.perf_counter()
         decoding = await self._open(ctx, request)
         buffer = bool(request.tools)
@@ -179,7 +192,7 @@ class Speculative(Strategy):
 
     def _result(self, ctx: RunContext, decoding: SpeculativeDecoding, latency_s: float) -> Result:
         outcome = decoding.outcome
-        text, tool_calls = parse_tool_calls(decoding.forced + outcome.text, decoding.request.tools)
+        text, tool_calls = parse_tool_calls(outcome.text, decoding.request.tools)
         verifier, drafter = decoding.verifier.name, decoding.drafter_member.name
         passes = max(outcome.rounds, 1)
         details: dict[str, Any] = {
@@ -208,6 +221,19 @@ class Speculative(Strategy):
         rate = "no drafts" if not outcome.drafted else f"{outcome.accepted}/{outcome.drafted} drafted kept"
         reason = f"speculative: {drafter} drafts, {verifier} verifies ({rate})"
         return ctx.result(generation, reason=reason, **details)
+
+
+def _constrained(verifier: Member, request: Request) -> bool:
+    """Whether the verifier would keep its answer to a grammar (a tool call, a JSON schema): drafts are not
+    checked against a grammar, so such a request is the verifier's alone."""
+    if not (request.tools or request.response_format):
+        return False
+    make = getattr(verifier, "constraint", None)
+    return make is not None and make(request) is not None
+
+
+def _alone(verifier: Member) -> str:
+    return f"speculative: {verifier.name} answers alone under its grammar (drafts are not grammar-checked)"
 
 
 def _request_error(err: MemberError) -> EnsembleError:

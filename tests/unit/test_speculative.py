@@ -298,19 +298,24 @@ def test_streamed_deltas_join_to_the_answer_and_end_with_the_trace(drafters, ver
     assert len(deltas) > 3  # text arrives as the rounds decide it
 
 
-def test_tool_calls_are_parsed_from_the_answer_like_the_verifier_alone(drafters, verifier):
-    tool = ToolSpec(name="lookup", description="look a word up", parameters={"type": "object"})
+def test_a_grammar_constrained_request_is_the_verifiers_alone(drafters, verifier):
+    word = {"type": "string", "enum": ["hi", "yo"]}
+    schema = {"type": "object", "properties": {"w": word}, "required": ["w"], "additionalProperties": False}
+    tool = ToolSpec(name="lookup", description="look a word up", parameters=schema)
     # the tools in the prompt take more than the tiny models' 256 positions; their rotary embeddings go on
     checker = HFMember(verifier.folder, name="verifier", context_window=1024)
     drafter = HFMember(drafters["noisy"].folder, name="noisy", context_window=1024)
     ens = speculative(drafter, checker, draft_tokens=4)
-    request = ens.request("find hello", max_tokens=16, tools=[tool], tool_choice="lookup")
+    request = ens.request("find hello", max_tokens=160, tools=[tool], tool_choice="lookup")
     result = run_sync(ens.arun_request(request))
     own = checker.generate(request)
-    assert (result.text, result.tool_calls) == (own.text, own.tool_calls)
-    assert result.text.startswith('<tool_call>{"name": "lookup"')  # the forced opening is put back
+    calls = [(c.name, c.arguments) for c in result.tool_calls]
+    assert (result.text, calls) == (own.text, [(c.name, c.arguments) for c in own.tool_calls])
+    assert [name for name, _ in calls] == ["lookup"] and result.trace.details["constrained"] is True
+    assert [c.member for c in result.trace.calls] == ["verifier"]  # nothing drafted
     deltas = list(iterate_sync(ens.astream_request(request)))
-    assert len(deltas) == 2 and deltas[0].text == result.text  # with tools, the answer comes whole
+    assert deltas[-1].final and deltas[-1].member == "verifier"
+    assert "answers alone under its grammar" in deltas[-1].trace.reason
 
 
 # failures
