@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble_core.defaults import default_members
+from ensemble_core.defaults import small_members
 from ensemble_core.errors import ConfigError
 from ensemble_core.eval.choice_scoring import score_items
 from ensemble_core.eval.datasets import load_dataset
@@ -35,7 +35,7 @@ def build_records(n_items: int) -> list[RouterRecord]:
     items = load_dataset("arc_easy", limit=n_items).items
     quality: dict[str, list[float]] = {}
     cost: dict[str, list[float]] = {}
-    for member in default_members():
+    for member in small_members():
         member.load()
         start = time.perf_counter()
         scored = list(score_items(member, items, with_prompt=False))

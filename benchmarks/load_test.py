@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from langchain_core.messages import HumanMessage
 
 from ensemble_core import Ensemble
-from ensemble_core.defaults import default_members
+from ensemble_core.defaults import small_members
 from ensemble_core.members.openai_compat import OpenAICompatMember
 from ensemble_core.members.packaged import smollm2_path
 from ensemble_core.members.scripted import ScriptedMember
@@ -44,7 +44,7 @@ async def run(n: int, max_tokens: int, strategy: str) -> None:
         remote = OpenAICompatMember(
             base_url=server.base_url, model="smollm2", name="llamacpp", score=False, timeout_s=300
         )
-        members = [*default_members(), remote, ScriptedMember("echo", _echo)]
+        members = [*small_members(), remote, ScriptedMember("echo", _echo)]
         for member in members:
             member.load()
         chat = EnsembleChatModel(ensemble=Ensemble(members, strategy), max_tokens=max_tokens)

@@ -1,4 +1,4 @@
-"""Per-token cost of `HFMember.step` at sequence position ~10 and ~400 for the default members.
+"""Per-token cost of `HFMember.step` at sequence position ~10 and ~400 for the small pair (SmolLM2, Gemma 3).
 
 With the KV cache a step costs O(1) in the sequence length: the ratio should stay near 1 (issue: within 1.5x).
 The two sessions advance in turn, one token each, so load from other processes hits both alike.
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ensemble_core.defaults import default_members
+from ensemble_core.defaults import small_members
 
 
 def session_at(member, position: int):
@@ -43,7 +43,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{'member':10} {'pos 10 (ms)':>12} {'pos 400 (ms)':>13} {'ratio':>6}")
-    for member in default_members():
+    for member in small_members():
         member.load()
         interleaved_step_seconds(member, [10], 3)  # warm-up
         short, long = interleaved_step_seconds(member, [10, 400], args.steps)

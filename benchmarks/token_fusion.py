@@ -1,4 +1,4 @@
-"""TokenFusion of the default pair (SmolLM2 + Gemma 3, different tokenizers): speed and identity.
+"""TokenFusion of the small pair (SmolLM2 + Gemma 3, different tokenizers): speed and identity.
 
 Measured in one run, on the same prompt:
 - each member's own `generate` for --tokens new tokens, and their sum (the physical limit on one device);
@@ -25,7 +25,7 @@ import torch
 
 from ensemble_core import Ensemble
 from ensemble_core.asyncio_bridge import run_sync
-from ensemble_core.defaults import default_members
+from ensemble_core.defaults import small_members
 from ensemble_core.fused_decoding import member_alignment
 from ensemble_core.mixing import Mixer
 from ensemble_core.strategies import TokenFusion
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="also fuse this many requests as one batch")
     args = parser.parse_args()
 
-    members = default_members(**({"device": args.device} if args.device else {}))
+    members = small_members(**({"device": args.device} if args.device else {}))
     for m in members:
         m.load()
     ens = Ensemble(members, TokenFusion())

@@ -1,5 +1,6 @@
-"""Cold and warm starts of `scripts/ask` on the default members (smollm2 + gemma3): time to first token of
-single, fallback, cascade and token-fusion, the time token fusion spends on the vocabulary alignment, and
+"""Cold and warm starts of `scripts/ask` on the default members (qwen05 + qwen15) or the small pair (smollm2 +
+gemma3, two tokenizers: the case where token fusion builds a vocabulary alignment): time to first token of
+each strategy named, the time token fusion spends on the vocabulary alignment, and
 how the converted weights load (time, memory).
 
 Each run is a fresh process (`--child`) that does what `llm-ensemble ask` does (the default members, the
@@ -12,7 +13,8 @@ page cache either way (dropping it would need root and slow everyone on the mach
 one more pair of runs loads the weights copied into memory (transformers' `disable_mmap=True`) to show what
 memory-mapping saves.
 
-    python benchmarks/warm_start.py [--max-tokens 8] [--strategies single,fallback,cascade,token-fusion]
+    python benchmarks/warm_start.py [--max-tokens 8] [--members default|small]
+        [--strategies speculative,single,fallback,cascade,token-fusion]
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "What is the capital of France?"
-PARAMS = {"single": {"member": "smollm2"}}
 
 
 def _memory() -> dict[str, float]:
@@ -41,7 +42,7 @@ def _memory() -> dict[str, float]:
     }
 
 
-def child(strategy: str, max_tokens: int, copy_weights: bool, started: float) -> None:
+def child(strategy: str, members_kind: str, max_tokens: int, copy_weights: bool, started: float) -> None:
     """One `ask`, streamed; prints a JSON line of timings measured from `started` (the parent's clock just
     before it spawned this process)."""
     timings: dict[str, float] = {"load_s": 0.0, "align_s": 0.0}
@@ -73,12 +74,14 @@ def child(strategy: str, max_tokens: int, copy_weights: bool, started: float) ->
 
     hf_member.load_weights = loading.load_weights  # the member imported it by name
     from ensemble_core import Ensemble
-    from ensemble_core.defaults import default_members
+    from ensemble_core.defaults import default_members, small_members
 
     imported = time.time()
-    members = default_members()  # finds the packaged models (assembling or checking their files)
+    # finds the packaged models (assembling or checking their files)
+    members = default_members() if members_kind == "default" else small_members()
     built = time.time()
-    ensemble = Ensemble(members, strategy, **PARAMS.get(strategy, {}))
+    params = {"members": [members[-1].name]} if strategy == "single" else {}  # the stronger one alone
+    ensemble = Ensemble(members, strategy, **params)
     first = None
     text = []
     for delta in ensemble.stream(QUESTION, max_tokens=max_tokens):
@@ -102,13 +105,15 @@ def child(strategy: str, max_tokens: int, copy_weights: bool, started: float) ->
     )
 
 
-def run_child(strategy: str, max_tokens: int, copy_weights: bool = False) -> dict:
+def run_child(strategy: str, members_kind: str, max_tokens: int, copy_weights: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--child",
         strategy,
+        "--members",
+        members_kind,
         "--max-tokens",
         str(max_tokens),
     ]
@@ -125,7 +130,8 @@ def run_child(strategy: str, max_tokens: int, copy_weights: bool = False) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", default="single,fallback,cascade,token-fusion")
+    parser.add_argument("--strategies", default="speculative,single,fallback,cascade,token-fusion")
+    parser.add_argument("--members", choices=("default", "small"), default="default")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument(
         "--copy-weights", action="store_true", help="also load the weights copied, not mapped"
@@ -134,21 +140,21 @@ def main() -> None:
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.max_tokens, args.copy_weights, args.started)
+        child(args.child, args.members, args.max_tokens, args.copy_weights, args.started)
         return
 
     from ensemble_core.alignment_cache import alignments_root
 
-    print(f"load average {os.getloadavg()}; alignment cache {alignments_root()}")
+    print(f"{args.members} members; load average {os.getloadavg()}; alignment cache {alignments_root()}")
     columns = ("TTFT s", "total s", "import s", "members s", "load s", "align s", "RSS MiB", "file MiB")
     print(f"{'strategy':13} {'start':6} " + " ".join(f"{c:>8}" for c in columns))
     for strategy in args.strategies.split(","):
         shutil.rmtree(alignments_root(), ignore_errors=True)
         for start in ("cold", "warm"):
-            _report(strategy, start, run_child(strategy, args.max_tokens))
+            _report(strategy, start, run_child(strategy, args.members, args.max_tokens))
     if args.copy_weights:
         for strategy in ("single", "token-fusion"):
-            _report(strategy, "copied", run_child(strategy, args.max_tokens, copy_weights=True))
+            _report(strategy, "copied", run_child(strategy, args.members, args.max_tokens, copy_weights=True))
     print(f"load average {os.getloadavg()}")
 
 

@@ -63,9 +63,9 @@ def _build(strategy: str | None, params: list[str] | None, config: Path | None) 
         elif parsed:
             cfg.strategy.params.update(parsed)
         return Ensemble.from_config(cfg)
-    from ensemble_core.defaults import DEFAULT_STRATEGY, default_members
+    from ensemble_core.defaults import default_ensemble
 
-    return Ensemble(default_members(), strategy or DEFAULT_STRATEGY, **parsed)
+    return default_ensemble(strategy, **parsed)
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:

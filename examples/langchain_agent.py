@@ -1,8 +1,8 @@
 """`langchain.agents.create_agent` with a tool, the model an ensemble; runs offline.
 
 The agent loop is LangChain's own: the model may call `lookup_population`, the tool's answer goes back as a
-ToolMessage, and the model answers. Tool calls from local members come from the chat template and are parsed
-from the model's output; a 135M model often answers without calling the tool, which the printed messages show.
+ToolMessage, and the model answers. On the default ensemble qwen15 writes the call in its chat template's
+format under a grammar, so a call it starts is a valid one.
 
     python examples/langchain_agent.py
     python examples/langchain_agent.py --max-tokens 64 "How many people live in Oslo?"
@@ -17,7 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.tools import tool
 
-from ensemble_core.defaults import DEFAULT_STRATEGY, default_ensemble
+from ensemble_core.defaults import DEFAULT_ENSEMBLE_STRATEGY, default_ensemble
 from langchain_ensemble import EnsembleChatModel
 
 QUESTION = "How many people live in Lyon? Use the lookup_population tool."
@@ -51,7 +51,7 @@ def print_messages(messages: list[BaseMessage]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question", nargs="?", default=QUESTION)
-    parser.add_argument("--strategy", default=DEFAULT_STRATEGY, help="a registered strategy name")
+    parser.add_argument("--strategy", default=DEFAULT_ENSEMBLE_STRATEGY, help="a registered strategy name")
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args(argv)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from ensemble_core import Ensemble
-from ensemble_core.defaults import default_members
+from ensemble_core.defaults import small_members
 from ensemble_core.strategies import TokenFusion
 
 QUESTION = "What is the capital of France, and what is it known for?"
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args(argv)
 
-    ensemble = Ensemble(default_members(), TokenFusion(weights=args.weights))
+    ensemble = Ensemble(small_members(), TokenFusion(weights=args.weights))
     print(f"Q: {args.question}\nA: ", end="", flush=True)
     for delta in ensemble.stream(args.question, max_tokens=args.max_tokens):
         print(delta.text, end="", flush=True)

@@ -83,7 +83,7 @@ def qwen05():
 
 
 @pytest.fixture(scope="session")
-def default_pair(smollm2, gemma3):
+def small_pair(smollm2, gemma3):
     return [smollm2, gemma3]
 
 

@@ -205,11 +205,11 @@ def bench_memory(members: list[Member], baseline_kb: int) -> list[Figure]:
 
 
 def bench_gpu(max_tokens: int) -> list[Figure]:
-    from ensemble_core.defaults import default_members
+    from ensemble_core.defaults import small_members
 
     figures = []
     request = _request(max_tokens)
-    for member in default_members(device="cuda"):
+    for member in small_members(device="cuda"):
         member.generate(request)
         generation = member.generate(request)
         figures.append(
@@ -225,7 +225,7 @@ def bench_gpu(max_tokens: int) -> list[Figure]:
 
 def run_bench(*, items: int, max_tokens: int, data_dir: Path | None, skip: set[str], log: Log) -> BenchReport:
     """Every section not in `skip`; a section that cannot run here is listed in `skipped` with the reason."""
-    from ensemble_core.defaults import default_members
+    from ensemble_core.defaults import small_members
 
     report = BenchReport()
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -250,7 +250,7 @@ def run_bench(*, items: int, max_tokens: int, data_dir: Path | None, skip: set[s
         return figures
 
     section("concurrency", concurrency)
-    members = default_members()
+    members = small_members()
     for member in members:
         member.load()
     section("scoring", lambda: bench_scoring(members, items, data_dir))

@@ -39,7 +39,6 @@ QWEN15 = ChunkedGGUF(
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     extra="qwen15",
 )
-DEFAULT_STRATEGY = "fallback"
 
 
 def smollm2_path() -> Path:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ensemble_core.asyncio_bridge import aiterate_blocking, to_thread
-from ensemble_core.errors import ConfigError, EnsembleError, MemberError
+from ensemble_core.errors import AllMembersFailedError, ConfigError, EnsembleError, MemberError
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.members.step import StepSession
 from ensemble_core.members.tool_parsing import parse_tool_calls
@@ -126,13 +126,23 @@ class Speculative(Strategy):
     # running
     # ----------------------------------------------------------------------------------------------------
     async def arun(self, ctx: RunContext, request: Request) -> Result:
-        verifier = self.pair(list(ctx.members.values()))[1]
-        if _constrained(verifier, request):
-            try:
+        drafter, verifier = self.pair(list(ctx.members.values()))
+        try:
+            if _constrained(verifier, request):
                 generation = await ctx.generate(verifier, request, role="answer")
-            except MemberError as err:
-                raise _request_error(err) from None
-            return ctx.result(generation, reason=_alone(verifier), constrained=True)
+                return ctx.result(generation, reason=_alone(verifier), constrained=True)
+            return await self._speculate(ctx, request)
+        except MemberError as failure:  # the verifier failed (a request error is raised as itself)
+            err = _request_error(failure)
+            if err is not failure:
+                raise err from None
+            try:
+                generation = await ctx.generate(drafter, request, role="answer", require_answer=True)
+            except MemberError as second:
+                raise AllMembersFailedError({verifier.name: failure, drafter.name: second}) from None
+            return ctx.result(generation, reason=_verifier_failed(verifier, drafter))
+
+    async def _speculate(self, ctx: RunContext, request: Request) -> Result:
         start = time.perf_counter()
         decoding = await self._open(ctx, request)
         try:
@@ -140,14 +150,28 @@ class Speculative(Strategy):
         except asyncio.CancelledError:
             decoding.cancelled.set()  # the caller went away: the stepping thread stops after this round
             raise
-        except MemberError as err:
-            raise _request_error(err) from None
         finally:
             decoding.close()
         return self._result(ctx, decoding, time.perf_counter() - start)
 
     async def astream(self, ctx: RunContext, request: Request) -> AsyncIterator[Delta]:
-        verifier = self.pair(list(ctx.members.values()))[1]
+        drafter, verifier = self.pair(list(ctx.members.values()))
+        started = False
+        try:
+            async for delta in self._stream(ctx, request, verifier):
+                started = started or bool(delta.text or delta.tool_call_chunks)
+                yield delta
+        except MemberError as failure:
+            err = _request_error(failure)
+            if err is not failure:
+                raise err from None
+            if started:  # text already sent cannot be taken back
+                raise
+            async for delta in ctx.stream(drafter, request, role="answer", require_answer=True):
+                yield delta
+            yield ctx.final_delta(drafter.name, reason=_verifier_failed(verifier, drafter))
+
+    async def _stream(self, ctx: RunContext, request: Request, verifier: Member) -> AsyncIterator[Delta]:
         if _constrained(verifier, request):
             async for delta in ctx.stream(verifier, request, role="answer"):
                 yield delta
@@ -160,8 +184,6 @@ class Speculative(Strategy):
             async for text in aiterate_blocking(decoding.steps()):
                 if text and not buffer:
                     yield Delta(text=text, member=decoding.verifier.name)
-        except MemberError as err:
-            raise _request_error(err) from None
         finally:
             decoding.close()
         result = self._result(ctx, decoding, time.perf_counter() - start)
@@ -177,18 +199,9 @@ class Speculative(Strategy):
         def open_session(member: Member, prompt: str, role: str) -> StepSession:
             return ctx.step_session(member, [prompt], role=role)
 
-        try:
-            return await to_thread(
-                SpeculativeDecoding,
-                drafter,
-                verifier,
-                request,
-                self.schedule(),
-                open_session,
-                self.draft_vocab,
-            )
-        except MemberError as err:
-            raise _request_error(err) from None
+        return await to_thread(
+            SpeculativeDecoding, drafter, verifier, request, self.schedule(), open_session, self.draft_vocab
+        )
 
     def _result(self, ctx: RunContext, decoding: SpeculativeDecoding, latency_s: float) -> Result:
         outcome = decoding.outcome
@@ -234,6 +247,10 @@ def _constrained(verifier: Member, request: Request) -> bool:
 
 def _alone(verifier: Member) -> str:
     return f"speculative: {verifier.name} answers alone under its grammar (drafts are not grammar-checked)"
+
+
+def _verifier_failed(verifier: Member, drafter: Member) -> str:
+    return f"speculative: the verifier {verifier.name} failed, so the drafter {drafter.name} answered alone"
 
 
 def _request_error(err: MemberError) -> EnsembleError:

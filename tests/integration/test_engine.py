@@ -50,8 +50,8 @@ def test_step_reproduces_generate_greedy(name, request):
     assert len(stepped) >= 8
 
 
-def test_default_ensemble_answers_paris(default_pair):
-    ens = Ensemble(default_pair)
+def test_default_ensemble_answers_paris(small_pair):
+    ens = Ensemble(small_pair)
     result = ens.run("What is the capital of France?", max_tokens=32)
     assert "Paris" in result.text
     assert result.trace.chosen == "smollm2" and result.trace.calls[0].prompt_format == "chat-template"
@@ -66,8 +66,8 @@ def test_gemma_uses_the_plain_format_and_says_so(gemma3):
     assert result.trace.calls[0].prompt_format == "plain-qa"
 
 
-async def test_stream_and_async_agree_with_run(default_pair):
-    ens = Ensemble(default_pair, "single", member="smollm2")
+async def test_stream_and_async_agree_with_run(small_pair):
+    ens = Ensemble(small_pair, "single", member="smollm2")
     question = "Name three colours."
     ran = ens.run(question, max_tokens=24)
     streamed = list(ens.stream(question, max_tokens=24))

@@ -22,7 +22,7 @@ pytestmark = [
 ]
 
 
-def test_eval_arc_easy_20_items_both_members(tmp_path, default_pair):
+def test_eval_arc_easy_20_items_both_members(tmp_path, small_pair):
     from ensemble_core.cli import app
 
     out = tmp_path / "report"

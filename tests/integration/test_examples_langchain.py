@@ -97,9 +97,10 @@ def test_rag_example_runs():
 
 @pytest.mark.integration
 def test_agent_example_runs_on_the_real_model():
-    out = run_example("langchain_agent", "--max-tokens", "24")
+    out = run_example("langchain_agent", "--max-tokens", "48")
     assert out.startswith("[human] How many people live in Lyon?")
-    assert "[ai]" in out
+    assert "[ai] calls lookup_population({'city': 'Lyon'})" in out and "[tool] Lyon has 522,250" in out
+    assert out.rstrip().splitlines()[-1].startswith("[ai] ")
 
 
 @pytest.mark.integration

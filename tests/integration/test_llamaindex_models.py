@@ -28,9 +28,9 @@ def smol_llm(smollm2):
     return EnsembleLLM(ensemble=Ensemble([smollm2], "single", member="smollm2"), max_tokens=24)
 
 
-def test_fallback_over_the_default_pair_answers_and_streams(default_pair):
-    llm = EnsembleLLM(ensemble=Ensemble(default_pair, "fallback"), max_tokens=16)
-    assert llm.metadata.context_window == min(m.context_window for m in default_pair)
+def test_fallback_over_the_small_pair_answers_and_streams(small_pair):
+    llm = EnsembleLLM(ensemble=Ensemble(small_pair, "fallback"), max_tokens=16)
+    assert llm.metadata.context_window == min(m.context_window for m in small_pair)
     messages = [ChatMessage(role=MessageRole.USER, content="What is the capital of France?")]
     response = llm.chat(messages)
     assert "Paris" in response.message.content

@@ -1,4 +1,4 @@
-"""Routers on the real packaged models: PerplexityRouter on the default pair (SmolLM2 and Gemma 3), and the
+"""Routers on the real packaged models: PerplexityRouter on the small pair (SmolLM2 and Gemma 3), and the
 semantic and learned routers on the packaged all-MiniLM-L6-v2 embedding."""
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ def direct_perplexities(members, request, per: str) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("per", ["char", "token"])
-def test_perplexity_router_picks_the_member_least_surprised_by_the_prompt(default_pair, per):
-    ens = Ensemble(default_pair, PerplexityRouter(per=per))
+def test_perplexity_router_picks_the_member_least_surprised_by_the_prompt(small_pair, per):
+    ens = Ensemble(small_pair, PerplexityRouter(per=per))
     request = ens.request("What is the capital of France?", max_tokens=8)
-    expected = direct_perplexities(default_pair, request, per)
+    expected = direct_perplexities(small_pair, request, per)
     result = run_sync(ens.arun_request(request))
     assert result.trace.details["perplexity"] == pytest.approx(expected, rel=1e-3)
     assert result.trace.chosen == min(expected, key=expected.__getitem__)
@@ -49,8 +49,8 @@ def test_perplexity_router_picks_the_member_least_surprised_by_the_prompt(defaul
     assert result.text.strip() or result.tool_calls
 
 
-def test_perplexity_router_streams_the_chosen_members_tokens_in_an_agent_thread(default_pair):
-    ens = Ensemble(default_pair, "perplexity-router")
+def test_perplexity_router_streams_the_chosen_members_tokens_in_an_agent_thread(small_pair):
+    ens = Ensemble(small_pair, "perplexity-router")
     deltas = list(ens.stream(AGENT_THREAD, tools=[CALC], max_tokens=12))
     final = deltas[-1]
     assert final.final and final.trace.chosen in {"smollm2", "gemma3"}

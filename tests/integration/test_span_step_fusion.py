@@ -1,4 +1,4 @@
-"""Span and step fusion on the packaged default pair (SmolLM2-135M-Instruct, chat; Gemma 3 270M, plain
+"""Span and step fusion on the packaged small pair (SmolLM2-135M-Instruct, chat; Gemma 3 270M, plain
 Q/A)."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ GSM8K_STYLE = "Tom has 3 apples and buys 5 more. How many apples does he have no
 
 
 @pytest.fixture(scope="module")
-def span_ensemble(default_pair):
-    return Ensemble(default_pair, SpanFusion())
+def span_ensemble(small_pair):
+    return Ensemble(small_pair, SpanFusion())
 
 
 @pytest.fixture(scope="module")
-def step_ensemble(default_pair):
-    return Ensemble(default_pair, StepFusion(step_tokens=20, max_steps=4))
+def step_ensemble(small_pair):
+    return Ensemble(small_pair, StepFusion(step_tokens=20, max_steps=4))
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +41,11 @@ async def test_span_fusion_answers_the_capital_of_france(span_ensemble):
 
 
 @pytest.mark.parametrize("name", ["smollm2", "gemma3"])
-async def test_one_member_continuing_its_own_spans_gives_its_own_answer(default_pair, name):
+async def test_one_member_continuing_its_own_spans_gives_its_own_answer(small_pair, name):
     """The prefill hook continues exactly where the text stops (chat template and plain Q/A format alike), so
     a member that only ever agrees with itself writes its own greedy answer (the first span's leading space,
     which the plain format writes after "Answer:", is dropped)."""
-    member = next(m for m in default_pair if m.name == name)
+    member = next(m for m in small_pair if m.name == name)
     question = "What is the capital of France?"
     alone = await Ensemble([member], "single", member=name).arun(question, max_tokens=32)
     fused = await Ensemble([member], SpanFusion()).arun(question, max_tokens=32)

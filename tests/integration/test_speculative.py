@@ -59,8 +59,8 @@ def test_qwen05_drafts_most_of_qwen15s_answer(qwen_pair):
     assert "".join(d.text for d in deltas[:-1]) == result.text
 
 
-def test_a_sliding_window_model_is_refused_with_the_reason(default_pair):
-    smollm2, gemma3 = default_pair
+def test_a_sliding_window_model_is_refused_with_the_reason(small_pair):
+    smollm2, gemma3 = small_pair
     for drafter, verifier in [(smollm2, gemma3), (gemma3, smollm2)]:
         with pytest.raises(CapabilityError, match="'gemma3'.*cannot take back tokens.*sliding-window"):
             Ensemble([drafter, verifier], "speculative").run("Hello", max_tokens=4)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-from ensemble_core.defaults import default_members
+from ensemble_core.defaults import small_members
 from ensemble_core.members.scripted import ScriptedMember
 from langchain_ensemble import EnsembleChatModel
 from tests.standard.scripted_tools import tool_calling_member
@@ -49,7 +49,7 @@ PACKAGED_XFAILS = {
 
 @pytest.mark.integration
 class TestPackagedEnsemble(ChatModelIntegrationTests):
-    """The embedded default pair (SmolLM2 first, Gemma 3 as fallback), answers kept short (48 tokens: room for
+    """The packaged small pair (SmolLM2 first, Gemma 3 as fallback), answers kept short (48 tokens: room for
     a constrained tool call)."""
 
     xfail_reasons: ClassVar[dict[str, str]] = PACKAGED_XFAILS
@@ -60,7 +60,7 @@ class TestPackagedEnsemble(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"members": default_members(), "strategy": "fallback", "max_tokens": 48}
+        return {"members": small_members(), "strategy": "fallback", "max_tokens": 48}
 
     @property
     def model_override_value(self) -> str:

@@ -13,7 +13,7 @@ from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
 from ensemble_core import Ensemble
-from ensemble_core.defaults import DEFAULT_STRATEGY, default_members
+from ensemble_core.defaults import DEFAULT_ENSEMBLE_STRATEGY, default_members
 from ensemble_core.errors import ConfigError
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.run_context import RunContext
@@ -84,7 +84,7 @@ def test_built_from_an_ensemble_members_or_a_config(tmp_path):
 
 def test_no_arguments_is_the_embedded_default_ensemble():
     chat = EnsembleChatModel()
-    assert chat.ensemble.strategy.name == DEFAULT_STRATEGY
+    assert chat.ensemble.strategy.name == DEFAULT_ENSEMBLE_STRATEGY
     assert list(chat.ensemble.members) == [m.name for m in default_members()]
 
 

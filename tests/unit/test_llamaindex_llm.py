@@ -23,7 +23,7 @@ from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel, Field
 
 from ensemble_core import CapabilityError, ConfigError, Ensemble, Member, Request, ToolCall, Trace
-from ensemble_core.defaults import DEFAULT_STRATEGY, default_members
+from ensemble_core.defaults import DEFAULT_ENSEMBLE_STRATEGY, default_members
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.types import Generation
 from llamaindex_ensemble import EnsembleLLM
@@ -118,7 +118,7 @@ def test_built_from_a_config_file(tmp_path):
 
 def test_no_arguments_is_the_embedded_default_ensemble():
     llm = EnsembleLLM()
-    assert llm.ensemble.strategy.name == DEFAULT_STRATEGY
+    assert llm.ensemble.strategy.name == DEFAULT_ENSEMBLE_STRATEGY
     assert list(llm.ensemble.members) == [m.name for m in default_members()]
 
 

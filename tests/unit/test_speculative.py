@@ -11,7 +11,7 @@ import torch
 
 from ensemble_core import Ensemble
 from ensemble_core.asyncio_bridge import iterate_sync, run_sync
-from ensemble_core.errors import CapabilityError, ConfigError, ContextWindowError, MemberError
+from ensemble_core.errors import AllMembersFailedError, CapabilityError, ConfigError, ContextWindowError
 from ensemble_core.members.base import Capability
 from ensemble_core.members.hf import HFMember
 from ensemble_core.members.hf.stepping import HFStepSession
@@ -344,11 +344,27 @@ def test_a_drafter_past_its_timeout_is_dropped_and_the_answer_is_unchanged(verif
     assert result.text == alone(verifier, PROMPTS[1], max_tokens=12).text
 
 
-def test_a_failing_verifier_fails_the_request_and_is_recorded(drafters, verifier):
+def test_a_failing_verifier_leaves_the_drafter_to_answer_and_is_recorded(drafters, verifier):
     broken = _BrokenDrafter(verifier.folder, name="broken_verifier")
     ens = speculative(drafters["copy"], broken)
-    with pytest.raises(MemberError, match="no cache today"):
+    result = ens.run(PROMPTS[0], max_tokens=8)
+    assert result.text == alone(drafters["copy"], PROMPTS[0], max_tokens=8).text
+    assert result.trace.chosen == "copy" and "broken_verifier failed" in result.trace.reason
+    assert ("broken_verifier", False) in {(c.member, c.ok) for c in result.trace.calls}
+    deltas = list(ens.stream(PROMPTS[0], max_tokens=8))
+    assert "".join(d.text for d in deltas) == result.text and deltas[-1].member == "copy"
+
+
+class _Down(_BrokenDrafter):
+    async def agenerate(self, request):
+        raise RuntimeError("down for maintenance")
+
+
+def test_when_both_fail_the_error_names_both(verifier):
+    ens = speculative(_Down(verifier.folder, name="d"), _BrokenDrafter(verifier.folder, name="v"))
+    with pytest.raises(AllMembersFailedError, match="no cache today.*down for maintenance") as caught:
         ens.run(PROMPTS[0], max_tokens=8)
+    assert set(caught.value.errors) == {"v", "d"}
 
 
 def test_a_prompt_over_the_verifiers_window_is_a_context_window_error(drafters, verifier):
