@@ -17,7 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.tools import tool
 
-from ensemble_core.defaults import DEFAULT_ENSEMBLE_STRATEGY, default_ensemble
+from ensemble_core.defaults import default_ensemble
 from langchain_ensemble import EnsembleChatModel
 
 QUESTION = "How many people live in Lyon? Use the lookup_population tool."
@@ -51,7 +51,7 @@ def print_messages(messages: list[BaseMessage]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question", nargs="?", default=QUESTION)
-    parser.add_argument("--strategy", default=DEFAULT_ENSEMBLE_STRATEGY, help="a registered strategy name")
+    parser.add_argument("--strategy", help="a registered strategy name (default: the default ensemble's)")
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args(argv)
 

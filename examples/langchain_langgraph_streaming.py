@@ -16,7 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from ensemble_core.defaults import DEFAULT_ENSEMBLE_STRATEGY, default_ensemble
+from ensemble_core.defaults import default_ensemble
 from langchain_ensemble import EnsembleChatModel
 
 QUESTION = "Tell me about Paris in two sentences."
@@ -46,7 +46,7 @@ def stream_tokens(graph: CompiledStateGraph, question: str) -> Iterator[tuple[st
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question", nargs="?", default=QUESTION)
-    parser.add_argument("--strategy", default=DEFAULT_ENSEMBLE_STRATEGY, help="a registered strategy name")
+    parser.add_argument("--strategy", help="a registered strategy name (default: the default ensemble's)")
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args(argv)
 

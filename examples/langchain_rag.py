@@ -19,7 +19,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from ensemble_core.defaults import DEFAULT_ENSEMBLE_STRATEGY, default_ensemble
+from ensemble_core.defaults import default_ensemble
 from langchain_ensemble import EnsembleChatModel, SentenceEmbeddings
 
 DOCUMENTS = {
@@ -74,7 +74,7 @@ def build_chain(store: InMemoryVectorStore, model: BaseChatModel, top_k: int = 2
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question", nargs="?", default=QUESTION)
-    parser.add_argument("--strategy", default=DEFAULT_ENSEMBLE_STRATEGY, help="a registered strategy name")
+    parser.add_argument("--strategy", help="a registered strategy name (default: the default ensemble's)")
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args(argv)
 

@@ -14,7 +14,7 @@ from llama_index.core.chat_engine.types import BaseChatEngine
 from llama_index.core.llms.llm import LLM
 from llamaindex_rag import build_index, print_sources
 
-from ensemble_core.defaults import DEFAULT_ENSEMBLE_STRATEGY, default_ensemble
+from ensemble_core.defaults import default_ensemble
 from llamaindex_ensemble import EnsembleLLM
 
 TURNS = ["Who founded the Larkspur Observatory?", "What happens at the festival in October?"]
@@ -26,7 +26,7 @@ def chat_engine(index: VectorStoreIndex, llm: LLM, top_k: int = 2) -> BaseChatEn
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategy", default=DEFAULT_ENSEMBLE_STRATEGY, help="a registered strategy name")
+    parser.add_argument("--strategy", help="a registered strategy name (default: the default ensemble's)")
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args(argv)
 

@@ -17,7 +17,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.response.schema import Response, StreamingResponse
 from llama_index.core.llms.llm import LLM
 
-from ensemble_core.defaults import DEFAULT_ENSEMBLE_STRATEGY, default_ensemble
+from ensemble_core.defaults import default_ensemble
 from llamaindex_ensemble import EnsembleLLM, default_embed_model
 
 DOCUMENTS = {
@@ -68,7 +68,7 @@ def print_sources(response: Response | StreamingResponse) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question", nargs="?", default=QUESTION)
-    parser.add_argument("--strategy", default=DEFAULT_ENSEMBLE_STRATEGY, help="a registered strategy name")
+    parser.add_argument("--strategy", help="a registered strategy name (default: the default ensemble's)")
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args(argv)
 

@@ -30,7 +30,7 @@ class Speculative(Strategy):
     """The verifier's answer, drafted by a smaller member that shares (or can be aligned with) its
     tokenizer. Greedy: the verifier's own tokens (exactly in float32; in bfloat16 a near-tie of its two best
     tokens can go the other way, see `speculative_decoding`); sampled: distributed as the verifier's. A
-    failing drafter leaves the verifier to answer alone; a failing verifier fails the request."""
+    failing drafter leaves the verifier to answer alone, and a failing verifier the drafter."""
 
     name: ClassVar[str] = "speculative"
     summary: ClassVar[str] = (
