@@ -1,7 +1,7 @@
 """Cold and warm starts of `scripts/ask` on the default members (qwen05 + qwen15) or the small pair (smollm2 +
 gemma3, two tokenizers: the case where token fusion builds a vocabulary alignment): time to first token of
-each strategy named, the time token fusion spends on the vocabulary alignment, and
-how the converted weights load (time, memory).
+each strategy named (`default`: the default ensemble as `scripts/ask` builds it), the time token fusion
+spends on the vocabulary alignment, and how the converted weights load (time, memory).
 
 Each run is a fresh process (`--child`) that does what `llm-ensemble ask` does (the default members, the
 strategy, one question) but streams the answer, and reports, from its own start: when the first token
@@ -14,7 +14,7 @@ one more pair of runs loads the weights copied into memory (transformers' `disab
 memory-mapping saves.
 
     python benchmarks/warm_start.py [--max-tokens 8] [--members default|small]
-        [--strategies speculative,single,fallback,cascade,token-fusion]
+        [--strategies default,speculative,single,fallback,cascade,token-fusion]
 """
 
 from __future__ import annotations
@@ -74,14 +74,14 @@ def child(strategy: str, members_kind: str, max_tokens: int, copy_weights: bool,
 
     hf_member.load_weights = loading.load_weights  # the member imported it by name
     from ensemble_core import Ensemble
-    from ensemble_core.defaults import default_members, small_members
+    from ensemble_core.defaults import default_ensemble, default_members, small_members
 
     imported = time.time()
     # finds the packaged models (assembling or checking their files)
     members = default_members() if members_kind == "default" else small_members()
     built = time.time()
     params = {"members": [members[-1].name]} if strategy == "single" else {}  # the stronger one alone
-    ensemble = Ensemble(members, strategy, **params)
+    ensemble = default_ensemble() if strategy == "default" else Ensemble(members, strategy, **params)
     first = None
     text = []
     for delta in ensemble.stream(QUESTION, max_tokens=max_tokens):

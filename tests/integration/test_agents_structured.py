@@ -89,9 +89,16 @@ def test_a_langchain_agent_on_the_default_ensemble_calls_the_tool_and_answers():
     messages = agent.invoke({"messages": [{"role": "user", "content": "What is 17 times 23?"}]})["messages"]
     assert any(c["name"] == "multiply" for m in messages for c in getattr(m, "tool_calls", []))
     assert any(m.type == "tool" and m.content == "391" for m in messages)
-    assert messages[-1].type == "ai" and messages[-1].text and not messages[-1].tool_calls
+    assert messages[-1].type == "ai" and "391" in messages[-1].text and not messages[-1].tool_calls
 
 
+@pytest.mark.xfail(
+    reason="measured model limit: both Qwen members call times(6, 7) and get 42, then neither answers "
+    "from it: "
+    "qwen05 (which takes requests with tools) calls times(42, 7), times(294, 7) until max_iterations; qwen15 "
+    "answers 'I apologize, but I can't assist with that.'",
+    strict=False,
+)
 async def test_a_llamaindex_function_agent_on_the_default_ensemble_calls_the_tool_and_answers():
     def times(a: int, b: int) -> int:
         """Multiply two integers."""
@@ -103,4 +110,4 @@ async def test_a_llamaindex_function_agent_on_the_default_ensemble_calls_the_too
     results = [e async for e in handler.stream_events() if isinstance(e, ToolCallResult)]
     answer = await handler
     assert [r.tool_name for r in results][:1] == ["times"] and str(results[0].tool_output) == "42"
-    assert str(answer).strip()
+    assert "42" in str(answer)

@@ -112,4 +112,5 @@ def test_cli_ask_json_answers_paris():
     )
     payload = json.loads(out.stdout)
     assert "Paris" in payload["answer"]
-    assert payload["trace"]["calls"][0]["member"] == "smollm2"
+    assert payload["trace"]["strategy"] == "rule-router"
+    assert [c["member"] for c in payload["trace"]["calls"]] == ["qwen15"]  # no tools: the stronger member
