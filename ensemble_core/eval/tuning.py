@@ -464,8 +464,9 @@ def routed(
     embed: EmbedFn | None = None,
 ) -> list[TunedMethod]:
     """`learned-router` fitted on the dev questions (each member's correctness and CPU seconds), at its
-    quality-seeking threshold and at the cheapest dev threshold within one point of its best dev accuracy;
-    each (question, correct per member, CPU s per member) of test is routed by the question alone."""
+    quality-seeking threshold and at the cheapest threshold within one point of its best dev accuracy, both
+    read from the out-of-fold dev curve; each (question, correct per member, CPU s per member) of test is
+    routed by the question alone."""
     from ensemble_core.strategies.learned_router import LearnedRouter, RouterRecord
 
     def records(rows: Sequence[tuple[str, dict[str, bool], dict[str, float]]]) -> list[RouterRecord]:
@@ -476,9 +477,10 @@ def routed(
             for q, c, s in rows
         ]
 
-    router = LearnedRouter(embed=embed).fit(records(dev))
+    dev_records = records(dev)
+    router = LearnedRouter(embed=embed).fit(dev_records)
     test_predicted = router.predict([q for q, _, _ in test])
-    curve = router.curve(records(dev))
+    curve = _out_of_fold_curve(dev_records, embed)
     best = max(p.quality for p in curve)
     cheap = min((p for p in curve if p.quality >= best - 0.01), key=lambda p: p.cost)
     out = []
@@ -498,3 +500,37 @@ def routed(
             )
         )
     return out
+
+
+ROUTER_FOLDS = 5
+ROUTER_THRESHOLDS = [round(t, 3) for t in np.linspace(0.0, 0.5, 51)]
+
+
+def _out_of_fold_curve(dev: Sequence[Any], embed: EmbedFn | None) -> list[Any]:
+    """The learned router's dev curve with every dev item routed by a router fitted on the other folds, so the
+    threshold is chosen on held-out figures (a router judged on its own training items finds each one as its
+    own nearest neighbour). One point per threshold of `ROUTER_THRESHOLDS`, folds weighted by their size."""
+    from ensemble_core.strategies.learned_router import LearnedRouter
+    from ensemble_core.strategies.operating_point import OperatingPoint
+
+    folds = [
+        (held, LearnedRouter(embed=embed).fit([r for i, r in enumerate(dev) if i % ROUTER_FOLDS != k]))
+        for k in range(ROUTER_FOLDS)
+        if (held := list(dev[k::ROUTER_FOLDS]))
+    ]
+    curves = [(len(held), router.curve(held, ROUTER_THRESHOLDS)) for held, router in folds]
+    total = sum(n for n, _ in curves)
+    points = []
+    for i, threshold in enumerate(ROUTER_THRESHOLDS):
+        at = [(n, curve[i]) for n, curve in curves]
+        names = at[0][1].shares
+        points.append(
+            OperatingPoint(
+                thresholds=[threshold],
+                quality=sum(n * p.quality for n, p in at) / total,
+                cost=sum(n * p.cost for n, p in at) / total,
+                shares={m: sum(n * p.shares[m] for n, p in at) / total for m in names},
+                expensive_share=sum(n * (p.expensive_share or 0.0) for n, p in at) / total,
+            )
+        )
+    return points

@@ -13,7 +13,7 @@ from ensemble_core.eval.choice_scoring import ChoiceScores
 from ensemble_core.eval.datasets import load_dataset
 from ensemble_core.eval.splits import Split
 from ensemble_core.eval.tune import choose, tune, write_config
-from ensemble_core.eval.tuning import tune_choices
+from ensemble_core.eval.tuning import routed, tune_choices
 from ensemble_core.members.scripted import ScriptedMember
 
 
@@ -109,3 +109,29 @@ def test_an_answer_set_is_tuned_from_records_and_the_chosen_config_builds(tmp_pa
     assert load_config(path).build_strategy().name == row.strategy["name"]
     with pytest.raises(Exception, match="no tuned method fits a budget"):
         choose(summary, budget=-1.0, max_share=None)
+
+
+def test_the_learned_routers_dev_figure_is_out_of_fold_not_in_sample():
+    """Correctness that has nothing to do with the question: routed on its own training items, a router would
+    look far better than either member (each item is its own nearest neighbour); out of fold it cannot."""
+    rng = np.random.default_rng(1)
+
+    def rows(n, offset):
+        return [
+            (
+                f"question {offset + i}",
+                {"a": bool(rng.random() < 0.5), "b": bool(rng.random() < 0.5)},
+                {"a": 1.0, "b": 2.0},
+            )
+            for i in range(n)
+        ]
+
+    def distinct(texts):
+        return np.array([[1.0 if j == hash(t) % 64 else 0.0 for j in range(64)] for t in texts])
+
+    dev, test = rows(200, 0), rows(200, 1000)
+    best_member = max(np.mean([c[m] for _, c, _ in dev]) for m in ("a", "b"))
+    [router, _] = routed(dev, test, ["a", "b"], embed=distinct)
+    assert router.label == "learned-router"
+    assert router.dev_accuracy < best_member + 0.08
+    assert abs(router.dev_accuracy - np.mean(router.test_correct)) < 0.12
