@@ -1,8 +1,8 @@
 """`langchain.agents.create_agent` with a tool, the model an ensemble; runs offline.
 
 The agent loop is LangChain's own: the model may call `lookup_population`, the tool's answer goes back as a
-ToolMessage, and the model answers. On the default ensemble qwen15 writes the call in its chat template's
-format under a grammar, so a call it starts is a valid one.
+ToolMessage, and the model answers. On the default ensemble a request with tools goes to qwen05, which
+writes the call in its chat template's format under a grammar, so a call it starts is a valid one.
 
     python examples/langchain_agent.py
     python examples/langchain_agent.py --max-tokens 64 "How many people live in Oslo?"

@@ -23,6 +23,7 @@ from ensemble_core.eval.metrics import first_line
 from ensemble_core.scoring.answers import normalise_text
 from ensemble_core.scoring.embeddings import EmbedFn
 from ensemble_core.strategies.cascade_calibration import CascadeRecord, MemberOutcome, frontier, replay
+from ensemble_core.strategies.operating_point import OperatingPoint
 
 Family = Literal["single", "ensemble", "cascade", "router"]
 MemberScores = dict[str, ChoiceScores]
@@ -506,12 +507,11 @@ ROUTER_FOLDS = 5
 ROUTER_THRESHOLDS = [round(t, 3) for t in np.linspace(0.0, 0.5, 51)]
 
 
-def _out_of_fold_curve(dev: Sequence[Any], embed: EmbedFn | None) -> list[Any]:
+def _out_of_fold_curve(dev: Sequence[Any], embed: EmbedFn | None) -> list[OperatingPoint]:
     """The learned router's dev curve with every dev item routed by a router fitted on the other folds, so the
     threshold is chosen on held-out figures (a router judged on its own training items finds each one as its
     own nearest neighbour). One point per threshold of `ROUTER_THRESHOLDS`, folds weighted by their size."""
     from ensemble_core.strategies.learned_router import LearnedRouter
-    from ensemble_core.strategies.operating_point import OperatingPoint
 
     folds = [
         (held, LearnedRouter(embed=embed).fit([r for i, r in enumerate(dev) if i % ROUTER_FOLDS != k]))

@@ -3,9 +3,9 @@ valid call, "auto" lets the model choose and finishes a call it starts, `with_st
 LlamaIndex's `structured_predict` give objects that validate, token fusion keeps the grammar in the union
 vocabulary, agents call their tool. Token counts and windows come from the members' own files.
 
-The default ensemble answers these with Qwen2.5-Coder-1.5B under the grammar; the run of 0.5B alone (a
-forced call and a free choice) is marked slow:
-`scripts/test --runslow tests/integration/test_agents_structured.py`."""
+The default ensemble sends requests with tools to Qwen2.5-Coder-0.5B, and `response_format` ones to 1.5B,
+both under the grammar; the run of 0.5B alone through a fallback (a forced call and a free choice) is marked
+slow: `scripts/test --runslow tests/integration/test_agents_structured.py`."""
 
 from __future__ import annotations
 
