@@ -87,18 +87,19 @@ def gemma3(**kwargs: Any) -> Member:
     return HFMember(gemma3_path(), **{"name": "gemma3", "prompt_format": "plain", **kwargs})
 
 
-def qwen05(**kwargs: Any) -> Member:
+def _qwen(weights: ChunkedGGUF, name: str, kwargs: dict[str, Any]) -> Member:
+    """A Qwen2.5-Coder instruct model: its chat template, bfloat16 where the CPU computes it fast."""
     from ensemble_core.members.hf import HFMember
 
-    defaults = {"name": "qwen05", "prompt_format": "chat", "dtype": "auto"}
-    return HFMember(QWEN05.assemble(), **{**defaults, **kwargs})
+    return HFMember(weights.assemble(), **{"name": name, "prompt_format": "chat", "dtype": "auto", **kwargs})
+
+
+def qwen05(**kwargs: Any) -> Member:
+    return _qwen(QWEN05, "qwen05", kwargs)
 
 
 def qwen15(**kwargs: Any) -> Member:
-    from ensemble_core.members.hf import HFMember
-
-    defaults = {"name": "qwen15", "prompt_format": "chat", "dtype": "auto"}
-    return HFMember(QWEN15.assemble(), **{**defaults, **kwargs})
+    return _qwen(QWEN15, "qwen15", kwargs)
 
 
 PACKAGED: dict[str, Callable[..., Member]] = {

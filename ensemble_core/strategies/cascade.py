@@ -240,8 +240,8 @@ class Cascade(Strategy):
         grid: int = 41,
     ) -> OperatingPoint:
         """The thresholds that reach `target_quality` at the lowest mean cost, or the best quality within a
-        mean `budget` per request; `cost` is "money" (Member.price), "latency" (seconds), or "auto" (money if
-        any member cost money, else latency)."""
+        mean `budget` per request; `cost` is "money" (Member.price), "latency" (seconds), "cpu" (CPU seconds,
+        steady on a shared machine), or "auto" (money if any member cost money, else latency)."""
         curve = self.curve(records, cost=cost, grid=grid)
         return choose_point(curve, target_quality=target_quality, budget=budget)
 
