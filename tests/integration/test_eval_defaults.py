@@ -1,8 +1,9 @@
-"""The eval command end to end on 20 real items with both packaged models."""
+"""`eval` end to end: 20 real items, the two small packaged members (configs/small-pair.yaml)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -22,7 +23,10 @@ pytestmark = [
 ]
 
 
-def test_eval_arc_easy_20_items_both_members(tmp_path, small_pair):
+SMALL_PAIR = Path(__file__).parents[2] / "configs" / "small-pair.yaml"
+
+
+def test_eval_arc_easy_20_items_both_members(tmp_path):
     from ensemble_core.cli import app
 
     out = tmp_path / "report"
@@ -34,6 +38,8 @@ def test_eval_arc_easy_20_items_both_members(tmp_path, small_pair):
         "20",
         "--out",
         str(out),
+        "--config",
+        str(SMALL_PAIR),
         "--strategies",
         "single:smollm2,single:gemma3,choice-ensemble,choice-ensemble[weights=packllm-sim]",
     ]
