@@ -21,7 +21,7 @@ DEFAULT_STRATEGY = "fallback"
 DEFAULT_ENSEMBLE_STRATEGY = "rule-router"
 """The embedded default ensemble's strategy, with `DEFAULT_ENSEMBLE_PARAMS`."""
 DEFAULT_ENSEMBLE_PARAMS: dict[str, Any] = {
-    "rules": [{"has_tools": True, "member": "qwen05"}],
+    "rules": [{"has_tool_results": True, "member": "qwen15"}, {"has_tools": True, "member": "qwen05"}],
     "default": "qwen15",
 }
 

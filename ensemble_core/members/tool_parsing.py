@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from ensemble_core.types import InvalidToolCall, Request, ToolCall, ToolSpec
+from ensemble_core.types import InvalidToolCall, Message, Request, ToolCall, ToolSpec
 
 CALL_OPEN = "<tool_call>"
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
@@ -115,7 +115,7 @@ def repeats_answered_calls(request: Request, calls: Sequence[ToolCall]) -> bool:
     """Whether an answer to a request that leaves the choice to the model (`tool_choice` "auto") only makes
     calls the conversation already holds results for (same tool, same arguments): the loop a small model
     falls into after a tool answers. Such a member is asked again with `tool_choice` "none", to answer from
-    the results."""
+    the results (`answer_from_results`)."""
     if not calls or request.tool_choice not in (None, "auto"):
         return False
     answered_ids = {m.tool_call_id for m in request.messages if m.role == "tool"}
@@ -131,3 +131,35 @@ def repeats_answered_calls(request: Request, calls: Sequence[ToolCall]) -> bool:
 
 def _call_key(call: ToolCall) -> tuple[str, str]:
     return call.name, json.dumps(call.arguments, sort_keys=True)
+
+
+def answer_from_results(request: Request) -> Request:
+    """The request again, to be answered in text from the tool results it holds: no tool may be called
+    (`tool_choice` "none", so the tools are not shown either), and the tool exchange after the newest user
+    turn is restated in that turn ("add(a=45, b=97) returned 142."). Shown their own tool turns without the
+    tools, Qwen2.5-Coder models apologise or write another call; restated, they answer (docs/RESULTS.md)."""
+    messages = request.messages
+    asked = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    since = messages[asked + 1 :] if asked is not None else []
+    calls = {c.id: c for m in since if m.role == "assistant" for c in m.tool_calls}
+    results = [
+        f"{_described(calls.get(m.tool_call_id), m)} returned {m.content.strip()}."
+        for m in since
+        if m.role == "tool"
+    ]
+    if asked is None or not results:
+        return request.model_copy(update={"tool_choice": "none"})
+    question = messages[asked]
+    restated = question.model_copy(
+        update={
+            "content": f"{question.content}\n\nTool results: {' '.join(results)}\n"
+            "Answer the question from these results."
+        }
+    )
+    return request.model_copy(update={"tool_choice": "none", "messages": [*messages[:asked], restated]})
+
+
+def _described(call: ToolCall | None, result: Message) -> str:
+    if call is None:
+        return result.name or "a tool"
+    return f"{call.name}({', '.join(f'{k}={v}' for k, v in call.arguments.items())})"

@@ -32,6 +32,11 @@ def last_query(messages: Sequence[Message]) -> str:
     return query_turns(messages)[-1]
 
 
+def ends_with_tool_results(messages: Sequence[Message]) -> bool:
+    """Whether the newest message is a tool result: an agent's turn after its tools answered."""
+    return bool(messages) and messages[-1].role == "tool"
+
+
 def recency_weights(n_turns: int, decay: float) -> np.ndarray:
     """Weights of `n_turns` turns, oldest first, summing to 1: the newest has weight proportional to 1, the
     one before it `decay`, then `decay**2`, ... (decay 0: only the newest turn counts)."""

@@ -1,5 +1,5 @@
-"""`RuleRouter`: ordered rules (keywords, regular expressions, message length, presence of tools) pick the
-member; the first rule that matches wins, else the default member answers."""
+"""`RuleRouter`: ordered rules (keywords, regular expressions, message length, tools offered, tool results
+in) pick the member; the first rule that matches wins, else the default member answers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from ensemble_core.members.base import Member
 from ensemble_core.run_context import RunContext
-from ensemble_core.scoring.conversation import last_query, query_turns
+from ensemble_core.scoring.conversation import ends_with_tool_results, last_query, query_turns
 from ensemble_core.strategies.base import resolve_member
 from ensemble_core.strategies.routing import Router, RoutingDecision
 from ensemble_core.types import Request
@@ -34,6 +34,10 @@ class Rule(BaseModel):
     has_tools: bool | None = Field(
         default=None, description="the request offers tools (true) or none (false)"
     )
+    has_tool_results: bool | None = Field(
+        default=None,
+        description="the conversation ends with tool results (an agent's turn after its tools answered)",
+    )
     scope: Literal["last_user", "user_turns"] = Field(
         default="last_user", description="text the conditions read: the newest user turn, or every user turn"
     )
@@ -52,11 +56,18 @@ class Rule(BaseModel):
 
     @model_validator(mode="after")
     def _has_condition(self) -> Rule:
-        conditions = (self.keywords, self.pattern, self.min_chars, self.max_chars, self.has_tools)
+        conditions = (
+            self.keywords,
+            self.pattern,
+            self.min_chars,
+            self.max_chars,
+            self.has_tools,
+            self.has_tool_results,
+        )
         if all(c is None or c == [] for c in conditions):
             raise ValueError(
                 f"the rule for {self.member!r} has no condition: set keywords, pattern, min_chars, max_chars "
-                "or has_tools (use the router's `default` for a catch-all)"
+                "has_tools or has_tool_results (use the router's `default` for a catch-all)"
             )
         if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
             raise ValueError(
@@ -93,6 +104,10 @@ class Rule(BaseModel):
             if bool(request.tools) != self.has_tools:
                 return None
             reasons.append("tools offered" if self.has_tools else "no tools")
+        if self.has_tool_results is not None:
+            if ends_with_tool_results(request.messages) != self.has_tool_results:
+                return None
+            reasons.append("tool results in" if self.has_tool_results else "no tool results")
         return ", ".join(reasons)
 
 
@@ -100,7 +115,9 @@ class RuleRouter(Router):
     """The first matching rule's member answers; if it fails, the next matching rule's, then the default."""
 
     name: ClassVar[str] = "rule-router"
-    summary: ClassVar[str] = "ordered rules (keywords, regex, length, tools) choose the member that answers"
+    summary: ClassVar[str] = (
+        "ordered rules (keywords, regex, length, tools, tool results) choose the member that answers"
+    )
     members_doc: ClassVar[str] = (
         "names of the members it may route to; default: those the rules name (and `default`)"
     )

@@ -16,7 +16,12 @@ from ensemble_core.fused_decoding import member_alignment
 from ensemble_core.members.hf import HFMember
 from ensemble_core.members.hf.constraints import closed, constraint_for, request_grammar
 from ensemble_core.members.hf.formats import tools_system_text
-from ensemble_core.members.tool_parsing import ProseStream, parse_answer, repeats_answered_calls
+from ensemble_core.members.tool_parsing import (
+    ProseStream,
+    answer_from_results,
+    parse_answer,
+    repeats_answered_calls,
+)
 from ensemble_core.mixing import UnionConstraint
 from ensemble_core.strategies import TokenFusion
 from ensemble_core.types import Message, Request, ResponseFormat, ToolCall, ToolSpec
@@ -123,6 +128,31 @@ def test_a_call_the_conversation_already_answered_is_not_made_again():
     assert not repeats_answered_calls(request, [ToolCall(name="get_weather", arguments={"city": "Paris"})])
     forced = request.model_copy(update={"tool_choice": "get_weather"})
     assert not repeats_answered_calls(forced, [ToolCall(name="get_weather", arguments={"city": "Rome"})])
+
+
+def test_answering_from_results_restates_the_tool_exchange_in_the_question_and_calls_nothing():
+    earlier = [Message(role="user", content="hi"), Message(role="assistant", content="hello")]
+    calls = [
+        ToolCall(id="c1", name="get_weather", arguments={"city": "Rome"}),
+        ToolCall(id="c2", name="get_weather", arguments={"city": "Oslo"}),
+    ]
+    thread = [
+        *earlier,
+        Message(role="user", content="Where is it warmer?"),
+        Message(role="assistant", tool_calls=calls),
+        Message(role="tool", content="24 C", tool_call_id="c1"),
+        Message(role="tool", content=" 3 C ", tool_call_id="c2"),
+    ]
+    again = answer_from_results(Request(messages=thread, tools=[WEATHER], tool_choice="auto"))
+    assert again.tool_choice == "none"
+    assert again.messages[:2] == earlier and len(again.messages) == 3
+    assert again.messages[2].role == "user"
+    assert again.messages[2].content == (
+        "Where is it warmer?\n\nTool results: get_weather(city=Rome) returned 24 C. "
+        "get_weather(city=Oslo) returned 3 C.\nAnswer the question from these results."
+    )
+    no_results = Request(messages=thread[:3], tools=[WEATHER])
+    assert answer_from_results(no_results).messages == no_results.messages
 
 
 def test_objects_are_closed_unless_they_say_otherwise():

@@ -143,6 +143,16 @@ def test_rule_router_passes_tool_calls_through_in_an_agent_thread():
     assert agent.calls[0].messages == AGENT_THREAD  # the member sees the whole thread, tool messages included
 
 
+def test_a_rule_can_send_the_turn_after_the_tools_answered_to_another_member():
+    rules = [{"member": "big", "has_tool_results": True}, {"member": "small", "has_tools": True}]
+    ens = Ensemble(members("big", "small", "plain"), RuleRouter(rules=rules, default="plain"))
+    calc = [{"name": "calc"}]
+    assert ens.run(AGENT_THREAD, tools=calc).trace.chosen == "big"
+    assert ens.run(AGENT_THREAD, tools=calc).trace.reason == "rule 0 (tool results in) -> 'big'"
+    assert ens.run(AGENT_THREAD[:1], tools=calc).trace.chosen == "small"
+    assert ens.run(AGENT_THREAD[:1]).trace.chosen == "plain"
+
+
 def test_a_streamed_tool_call_passes_through_a_router_intact():
     call = ToolCall(id="c3", name="calc", arguments={"expr": "7*8"})
     ens = Ensemble(

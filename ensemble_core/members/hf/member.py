@@ -29,7 +29,7 @@ from ensemble_core.members.hf.model import LoadedModel
 from ensemble_core.members.hf.prompts import PromptFormat
 from ensemble_core.members.hf.scoring import SharedScores, score_pairs, score_shared
 from ensemble_core.members.hf.stepping import HFStepSession
-from ensemble_core.members.tool_parsing import ProseStream, repeats_answered_calls
+from ensemble_core.members.tool_parsing import ProseStream, answer_from_results, repeats_answered_calls
 from ensemble_core.members.weights import locate
 from ensemble_core.types import ContinuationScore, Delta, Generation, Request, tool_calls_to_chunks
 
@@ -203,7 +203,7 @@ class HFMember(Member):
         self._batcher.submit(run).result()
         generation = run.generation(time.perf_counter() - start)
         if repeats_answered_calls(request, generation.tool_calls):
-            return self.generate(_from_results(request))
+            return self.generate(answer_from_results(request))
         return generation
 
     async def agenerate(self, request: Request) -> Generation:
@@ -218,7 +218,7 @@ class HFMember(Member):
             raise
         generation = run.generation(time.perf_counter() - start)
         if repeats_answered_calls(request, generation.tool_calls):
-            return await self.agenerate(_from_results(request))
+            return await self.agenerate(answer_from_results(request))
         return generation
 
     def stream(self, request: Request) -> Iterator[Delta]:
@@ -240,7 +240,7 @@ class HFMember(Member):
         generation.require_valid_calls()  # a stream cannot carry an invalid call: it ends with the error
         shown = prose is not None and bool(prose.shown)
         if not shown and repeats_answered_calls(request, generation.tool_calls):  # a call is held back
-            yield from self.stream(_from_results(request))
+            yield from self.stream(answer_from_results(request))
             return
         rest = prose.finish(generation.text) if prose is not None else ""
         if rest or generation.tool_calls:
@@ -267,9 +267,3 @@ class HFMember(Member):
         """Next-token log-probs for each prompt text (encoded as `encode_text` does), with a KV cache."""
         lm = self.loaded()
         return HFStepSession(lm, [lm.encode_text(p) for p in prompts])
-
-
-def _from_results(request: Request) -> Request:
-    """The request again, to be answered in text from the tool results it holds (see
-    `repeats_answered_calls`)."""
-    return request.model_copy(update={"tool_choice": "none"})
