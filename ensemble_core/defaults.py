@@ -1,9 +1,9 @@
 """The embedded default ensemble, used when nothing else is configured (`scripts/ask`, `EnsembleChatModel()`,
-`EnsembleLLM()`): Qwen2.5-Coder 1.5B answers, and 0.5B takes the requests that offer tools. Measured in
-docs/RESULTS.md: qwen15 is the most accurate packaged member on short factual answers (and answers them faster
-alone than drafted for by qwen05), while in agent loops qwen05 states the tools' results where qwen15 thanks
-the user for them, at a sixth of the time. The smaller pair of different tokenizers stays at hand as
-`small_members()`."""
+`EnsembleLLM()`): Qwen2.5-Coder 1.5B answers; in an agent loop 0.5B makes the call and 1.5B takes the turn
+after the tools answered. Measured in docs/RESULTS.md: qwen15 is the most accurate packaged member on short
+factual answers (and answers them faster alone than drafted for by qwen05); in agent loops qwen05 picks the
+tool at a sixth of the cost but keeps calling tools after the answer is in, where qwen15 answers from the
+results. The smaller pair of different tokenizers stays at hand as `small_members()`."""
 
 from __future__ import annotations
 

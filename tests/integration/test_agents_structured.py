@@ -3,9 +3,9 @@ valid call, "auto" lets the model choose and finishes a call it starts, `with_st
 LlamaIndex's `structured_predict` give objects that validate, token fusion keeps the grammar in the union
 vocabulary, agents call their tool. Token counts and windows come from the members' own files.
 
-The default ensemble sends requests with tools to Qwen2.5-Coder-0.5B, and `response_format` ones to 1.5B,
-both under the grammar; the run of 0.5B alone through a fallback (a forced call and a free choice) is marked
-slow: `scripts/test --runslow tests/integration/test_agents_structured.py`."""
+The default ensemble sends requests with tools to Qwen2.5-Coder-0.5B (the turn after the tools answered to
+1.5B), and `response_format` ones to 1.5B, all under the grammar; the run of 0.5B alone through a fallback
+(a forced call and a free choice) is marked slow: `scripts/test --runslow tests/integration/test_agents_structured.py`."""
 
 from __future__ import annotations
 
@@ -92,13 +92,6 @@ def test_a_langchain_agent_on_the_default_ensemble_calls_the_tool_and_answers():
     assert messages[-1].type == "ai" and "391" in messages[-1].text and not messages[-1].tool_calls
 
 
-@pytest.mark.xfail(
-    reason="measured model limit: both Qwen members call times(6, 7) and get 42, then neither answers "
-    "from it: "
-    "qwen05 (which takes requests with tools) calls times(42, 7), times(294, 7) until max_iterations; qwen15 "
-    "answers 'I apologize, but I can't assist with that.'",
-    strict=False,
-)
 async def test_a_llamaindex_function_agent_on_the_default_ensemble_calls_the_tool_and_answers():
     def times(a: int, b: int) -> int:
         """Multiply two integers."""
