@@ -143,7 +143,7 @@ def answer_from_results(request: Request) -> Request:
     since = messages[asked + 1 :] if asked is not None else []
     calls = {c.id: c for m in since if m.role == "assistant" for c in m.tool_calls}
     results = [
-        f"{_described(calls.get(m.tool_call_id), m)} returned {m.content.strip()}."
+        f"{_described(calls.get(m.tool_call_id or ''), m)} returned {m.content.strip()}."
         for m in since
         if m.role == "tool"
     ]

@@ -5,7 +5,8 @@ vocabulary, agents call their tool. Token counts and windows come from the membe
 
 The default ensemble sends requests with tools to Qwen2.5-Coder-0.5B (the turn after the tools answered to
 1.5B), and `response_format` ones to 1.5B, all under the grammar; the run of 0.5B alone through a fallback
-(a forced call and a free choice) is marked slow: `scripts/test --runslow tests/integration/test_agents_structured.py`."""
+(a forced call and a free choice) is marked slow:
+`scripts/test --runslow tests/integration/test_agents_structured.py`."""
 
 from __future__ import annotations
 
