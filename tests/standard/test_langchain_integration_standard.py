@@ -1,6 +1,7 @@
 """langchain-tests' `ChatModelIntegrationTests` against `EnsembleChatModel` with real members: the packaged
-default models (local transformers), the same SmolLM2 behind a real llama.cpp OpenAI-compatible server, and a
-scripted tool-calling member that proves the tool mechanism where a 135M model cannot write tool arguments."""
+small pair (local transformers), the tool cases on the default Qwen pair (slow), the same SmolLM2 behind a
+real llama.cpp OpenAI-compatible server, and a scripted tool-calling member that proves the tool mechanism
+through the ensemble."""
 
 from __future__ import annotations
 
@@ -65,6 +66,24 @@ class TestPackagedEnsemble(ChatModelIntegrationTests):
     @property
     def model_override_value(self) -> str:
         return "gemma3"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+class TestDefaultEnsembleTools(ChatModelIntegrationTests):
+    """The tool and structured-output cases on `EnsembleChatModel()` itself: the Qwen pair, routed as the
+    default routes (calls by qwen05, the turn after the tools answered by qwen15). Slow (minutes, and qwen15's
+    load): `scripts/test --runslow tests/standard -k TestDefaultEnsembleTools`."""
+
+    only: ClassVar[tuple[str, ...]] = TOOL_TESTS
+
+    @property
+    def chat_model_class(self) -> type[EnsembleChatModel]:
+        return EnsembleChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"max_tokens": 64}
 
 
 _SERVER = (
