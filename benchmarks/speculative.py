@@ -9,10 +9,11 @@ assisted generation (`generate(assistant_model=...)`, its defaults) runs on the 
 
 In bfloat16 a pass over several tokens rounds differently than a one-token step, so where qwen15's two best
 tokens tie (or nearly) the texts can part; --verifier-dtype float32 runs qwen15 (alone and verifying) in
-float32, where they do not.
+float32, where they do not; --pack-verifier then lays its linear layers out for oneDNN (a float32 pass over a
+few tokens otherwise costs twice one token on the CPU).
 
     python benchmarks/speculative.py [--tokens 64] [--prompts 10] [--draft adaptive|N] [--assisted]
-        [--verifier-dtype auto|float32] [--drafter-dtype auto|float32] [--device cpu|cuda]
+        [--verifier-dtype auto|float32] [--pack-verifier] [--drafter-dtype auto|float32] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--verifier-dtype", default="auto", help="qwen15's dtype (auto: bfloat16 here)")
     parser.add_argument("--drafter-dtype", default="auto", help="qwen05's dtype")
+    parser.add_argument(
+        "--pack-verifier",
+        action="store_true",
+        help="qwen15's float32 linear layers packed for oneDNN (HFMember pack_weights), alone and verifying",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     args = parser.parse_args()
     if args.threads:
@@ -84,7 +90,7 @@ def main() -> None:
 
     placed = {"device": args.device} if args.device else {}
     drafter = qwen05(dtype=args.drafter_dtype, **placed)
-    verifier = qwen15(dtype=args.verifier_dtype, **placed)
+    verifier = qwen15(dtype=args.verifier_dtype, pack_weights=args.pack_verifier, **placed)
     for member in (drafter, verifier):
         member.load()
     alone = Ensemble([verifier], "single", members=[verifier.name])
@@ -97,7 +103,8 @@ def main() -> None:
         max_draft_tokens=args.max_draft,
     )
     print(
-        f"device={verifier.device} verifier dtype={verifier.dtype} drafter dtype={drafter.dtype} torch "
+        f"device={verifier.device} verifier dtype={verifier.dtype} packed={verifier.pack_weights} "
+        f"drafter dtype={drafter.dtype} torch "
         f"threads={torch.get_num_threads()} tokens={args.tokens} draft={draft} max_draft={args.max_draft} "
         f"load average={os.getloadavg()}"
     )

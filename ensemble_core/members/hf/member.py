@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ensemble_core.errors import ConfigError
 from ensemble_core.members.base import Capability, Member, Price, member_name_from
 from ensemble_core.members.hf import prompts as hf_prompts
 from ensemble_core.members.hf.constraints import Constraint, constraint_for
@@ -26,6 +27,7 @@ from ensemble_core.members.hf.loading import (
     resolve_dtype,
 )
 from ensemble_core.members.hf.model import LoadedModel
+from ensemble_core.members.hf.packed_linear import packing_unavailable
 from ensemble_core.members.hf.prompts import PromptFormat
 from ensemble_core.members.hf.scoring import SharedScores, score_pairs, score_shared
 from ensemble_core.members.hf.stepping import HFStepSession
@@ -41,7 +43,9 @@ class HFMember(Member):
     `prompt_format`: "chat" uses the tokenizer's chat template, "plain" a Question/Answer format for base
     models, "auto" (default) the template when there is one. The trace records which was used. `dtype`: a
     torch dtype or its name, "auto" (bfloat16 where the device computes it fast) or None (bfloat16 on CUDA,
-    float32 on the CPU); GGUF weights are de-quantised straight to it.
+    float32 on the CPU); GGUF weights are de-quantised straight to it. `pack_weights` (float32 on the CPU):
+    lay the linear layers out for oneDNN once at load, for faster decoding and much faster passes over a few
+    tokens (speculative verification); the weights then sit in memory rather than memory-mapped.
     """
 
     capabilities = frozenset({Capability.GENERATE, Capability.SCORE, Capability.STEP})
@@ -61,6 +65,7 @@ class HFMember(Member):
         timeout_s: float | None = None,
         score_batch_size: int = 16,
         max_batch: int = 8,
+        pack_weights: bool = False,
     ):
         self.folder, self.gguf_file = locate(path, gguf_file)
         default_name = Path(self.gguf_file).stem if self.gguf_file else self.folder.name
@@ -72,6 +77,9 @@ class HFMember(Member):
         )
         self.device = torch.device(device or default_device())
         self.dtype = resolve_dtype(dtype, self.device)
+        if pack_weights and (why := packing_unavailable(self.device, self.dtype)):
+            raise ConfigError(f"{why}: pass pack_weights=False, or dtype='float32' on the CPU")
+        self.pack_weights = pack_weights
         self.prompt_format: PromptFormat = prompt_format
         self.trust_remote_code = trust_remote_code
         self.score_batch_size = score_batch_size
@@ -92,6 +100,7 @@ class HFMember(Member):
             self.dtype,
             trust_remote_code=self.trust_remote_code,
             name=self.name,
+            pack=self.pack_weights,
         )
         window = self._context_window or getattr(model.config, "max_position_embeddings", None)
         self._lm = LoadedModel(model, tokenizer, self.device, self.name, window)
