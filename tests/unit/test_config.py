@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,21 @@ def test_a_config_can_ask_for_packed_float32_weights(tiny_model_dir):
     assert packaged._kwargs("type", "model")["pack_weights"] is True  # what build() hands the factory
 
 
+def test_a_config_can_ask_for_int8_weights_and_refuses_other_schemes(tiny_model_dir):
+    member = {
+        "type": "hf",
+        "name": "t",
+        "path": str(tiny_model_dir),
+        "dtype": "bfloat16",
+        "quantization": "int8",
+    }
+    assert Ensemble.from_config({"members": [member]}).members["t"].quantization == "int8"
+    packaged = PackagedMemberConfig(type="packaged", model="qwen05", quantization="int8")
+    assert packaged._kwargs("type", "model")["quantization"] == "int8"
+    with pytest.raises(ConfigError, match="quantization"):
+        Ensemble.from_config({"members": [{**member, "quantization": "int4"}]})
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -84,6 +100,12 @@ def test_invalid_config_names_field_and_allowed_values(data, message):
     with pytest.raises(ConfigError) as info:
         load_config(data)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")), ids=str)
+def test_every_shipped_config_is_valid_with_its_strategy_params(path):
+    config = load_config(path)
+    assert config.build_strategy().name == config.strategy.name
 
 
 def test_strategy_params_are_checked_when_building(tiny_model_dir):

@@ -20,11 +20,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from ensemble_core.members.hf.int8_linear import Quantization, quantize_linears
 from ensemble_core.members.hf.packed_linear import pack_linears
 from ensemble_core.members.weights import convert_gguf, converted_folder, is_converted
 from ensemble_core.progress import reporting
 
-_LOADED: dict[tuple[str, str, str, bool], tuple[Any, PreTrainedTokenizerBase]] = {}
+_LOADED: dict[tuple[str, str, str, bool, str | None], tuple[Any, PreTrainedTokenizerBase]] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -63,10 +64,12 @@ def load_weights(
     trust_remote_code: bool,
     name: str,
     pack: bool = False,
+    quantization: Quantization | None = None,
 ) -> tuple[Any, PreTrainedTokenizerBase]:
     """(model, tokenizer) in eval mode on `device`: a GGUF file is converted to safetensors in `dtype` on
-    first use; with `pack`, its linear layers are packed for oneDNN (`packed_linear`). Weights already loaded
-    for the same folder, device, dtype and packing are shared."""
+    first use; with `pack`, its linear layers are packed for oneDNN (`packed_linear`), with `quantization`
+    "int8" quantised (`int8_linear`). Weights already loaded for the same folder, device, dtype, packing and
+    quantization are shared."""
     with _LOAD_LOCK:
         if gguf_file:
             dtype_name = str(dtype).removeprefix("torch.")
@@ -76,7 +79,7 @@ def load_weights(
             else:
                 with reporting(f"converting {gguf_file} to safetensors (once; cached in {target.parent})"):
                     folder = convert_gguf(folder, gguf_file, dtype_name)
-        key = (str(folder.resolve()), str(device), str(dtype), pack)
+        key = (str(folder.resolve()), str(device), str(dtype), pack, quantization)
         if key not in _LOADED:
             with reporting(f"loading {name} on {device}"), _quiet_progress_bars():
                 tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -86,6 +89,8 @@ def load_weights(
                 model = model.to(device).eval()
                 if pack:
                     pack_linears(model)
+                if quantization == "int8":
+                    quantize_linears(model)
                 _LOADED[key] = (model, tokenizer)
         return _LOADED[key]
 

@@ -5,6 +5,7 @@ decoding"). The packed weights live in memory (a copy, not the memory-mapped fil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,6 +47,11 @@ class PackedLinear(nn.Module):
 
 def pack_linears(model: Any) -> int:
     """Replace every `nn.Linear` in `model` (the output layer included) by a `PackedLinear`; how many."""
+    return replace_linears(model, PackedLinear)
+
+
+def replace_linears(model: Any, convert: Callable[[nn.Linear], nn.Module]) -> int:
+    """Replace every `nn.Linear` in `model` by `convert(layer)`; how many were replaced."""
     targets = [
         (parent, name, child)
         for parent in model.modules()
@@ -53,5 +59,5 @@ def pack_linears(model: Any) -> int:
         if isinstance(child, nn.Linear)
     ]
     for parent, name, child in targets:
-        setattr(parent, name, PackedLinear(child))
+        setattr(parent, name, convert(child))
     return len(targets)

@@ -3,13 +3,14 @@ one `DynamicCache` (token fusion and speculative strategies drive it)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from ensemble_core.members.hf.cache import cache_argument, can_drop_last, drop_last
+from ensemble_core.members.hf.int8_linear import Int8Linear
 from ensemble_core.members.hf.model import LoadedModel
 from ensemble_core.members.hf.tensors import padded
 from ensemble_core.members.step import StepSession
@@ -151,16 +152,16 @@ class HFStepSession(StepSession):
 
 class _NarrowHead:
     """A model's output layer over some token ids only: the longest run of ids from 0 through a view of the
-    weight (no copy), the rest through their own rows; every other logit is -inf."""
+    weight (no copy), the rest through their own rows; every other logit is -inf. The layer is an
+    `nn.Linear` or an `Int8Linear`."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, token_ids: Sequence[int]):
+    def __init__(self, head: torch.nn.Linear | Int8Linear, token_ids: Sequence[int]):
         ids = sorted(set(token_ids))
-        self.width = weight.shape[0]
+        self.width = head.out_features
         self.prefix = next((i for i, t in enumerate(ids) if t != i), len(ids))
-        self.rest = torch.tensor(ids[self.prefix :], dtype=torch.long, device=weight.device)
-        self.weight, self.bias = weight, bias
-        self.rest_weight = weight[self.rest]
-        self.rest_bias = None if bias is None else bias[self.rest]
+        self.rest = torch.tensor(ids[self.prefix :], dtype=torch.long, device=head.weight.device)
+        self.prefix_layer = _rows(head, slice(0, self.prefix))
+        self.rest_layer = _rows(head, self.rest) if self.rest.numel() else None
 
     @classmethod
     def of(cls, model: Any, token_ids: Sequence[int]) -> _NarrowHead | None:
@@ -170,14 +171,23 @@ class _NarrowHead:
         capped = getattr(config, "final_logit_softcapping", None) is not None
         plain = not capped and not hasattr(config, "logit_scale")
         base = getattr(model, "base_model", model)
-        if not isinstance(head, torch.nn.Linear) or not plain or base is model:
+        if not isinstance(head, torch.nn.Linear | Int8Linear) or not plain or base is model:
             return None
-        return cls(head.weight, head.bias, token_ids)
+        return cls(head, token_ids)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         out = hidden.new_full((*hidden.shape[:-1], self.width), float("-inf"))
-        bias = None if self.bias is None else self.bias[: self.prefix]
-        out[..., : self.prefix] = torch.nn.functional.linear(hidden, self.weight[: self.prefix], bias)
-        if self.rest.numel():
-            out[..., self.rest] = torch.nn.functional.linear(hidden, self.rest_weight, self.rest_bias)
+        out[..., : self.prefix] = self.prefix_layer(hidden)
+        if self.rest_layer is not None:
+            out[..., self.rest] = self.rest_layer(hidden)
         return out
+
+
+def _rows(
+    head: torch.nn.Linear | Int8Linear, index: slice | torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`head` restricted to some output rows (views of the weight for a slice)."""
+    if isinstance(head, Int8Linear):
+        return head.rows(index)
+    weight, bias = head.weight[index], None if head.bias is None else head.bias[index]
+    return lambda hidden: torch.nn.functional.linear(hidden, weight, bias)
