@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ensemble_core.asyncio_bridge import aclose
+from ensemble_core.cpu_time import cpu_clock
 from ensemble_core.errors import AllMembersFailedError, EmptyAnswerError, EnsembleError, MemberError
 from ensemble_core.members.base import Member
 from ensemble_core.members.breaker import CircuitOpenError
@@ -287,6 +288,7 @@ class RecordedStepSession(StepSession):
         self.role = role
         self.contexts = list(contexts)
         self.elapsed_s = 0.0
+        self.cpu_s = 0.0
         self._open = True
         self._guarded(lambda: member.breaker.check(member.name))
         self._session: StepSession = self._guarded(lambda: member.step_session(prompts))
@@ -332,6 +334,7 @@ class RecordedStepSession(StepSession):
             return
         self._open = False
         self.member.breaker.success()
+        tokens = [p + n for p, n in zip(self.prompt_tokens, self.steps, strict=True)]
         for row, ctx in enumerate(self.contexts):
             usage = Usage(input_tokens=self.prompt_tokens[row], output_tokens=self.steps[row])
             ctx.trace.calls.append(
@@ -340,18 +343,20 @@ class RecordedStepSession(StepSession):
                     role=self.role,
                     usage=usage,
                     latency_s=self.elapsed_s,
+                    cpu_s=self.cpu_s * tokens[row] / max(sum(tokens), 1),  # a batch's CPU shared by tokens
                     cost=self.member.price.cost(usage),
                 )
             )
         self._session.close()
 
     def _guarded(self, action: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_clock()
         try:
             value = action()
         except Exception as err:
             self._fail(err, time.perf_counter() - start)
         self.elapsed_s += time.perf_counter() - start
+        self.cpu_s += cpu_clock() - cpu_start
         timeout = self.member.timeout_s
         if timeout is not None and self.elapsed_s > timeout:
             self._fail(TimeoutError(f"stepping took over {timeout} s"), 0.0)

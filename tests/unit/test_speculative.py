@@ -260,6 +260,7 @@ def test_a_recorded_session_counts_every_checked_position(drafters, verifier):
     calls = {c.role: c for c in result.trace.calls}
     assert set(calls) == {"draft", "verify"} and all(c.ok for c in calls.values())
     assert calls["verify"].member == "verifier" and calls["draft"].member == "copy"
+    assert all(0 < (c.cpu_s or 0) for c in calls.values())  # measured, as for generate and score
     assert calls["verify"].usage.output_tokens >= result.trace.details["tokens"]
     assert calls["verify"].usage.input_tokens == len(
         verifier.encode_text(verifier.format_prompt(Ensemble([verifier]).request(PROMPTS[0])))
