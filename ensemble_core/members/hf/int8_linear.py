@@ -32,6 +32,10 @@ class Int8Linear(nn.Module):
     """`nn.Linear` with int8 weights and one scale per output row (symmetric, round to nearest); the bias
     stays in the layer's dtype. Inputs of any leading shape."""
 
+    weight: torch.Tensor
+    scales: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
