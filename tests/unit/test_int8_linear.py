@@ -14,7 +14,8 @@ from ensemble_core.members.hf.int8_linear import Int8Linear, int8_unavailable, q
 from ensemble_core.types import Params, Request, to_messages
 
 pytestmark = pytest.mark.skipif(
-    int8_unavailable(torch.device("cpu"), torch.bfloat16) is not None, reason="no int8 kernel in this torch"
+    int8_unavailable("int8", torch.device("cpu"), torch.bfloat16) is not None,
+    reason="no int8 kernel in this torch",
 )
 
 
@@ -86,3 +87,5 @@ def test_an_int8_drafter_leaves_the_verifier_s_greedy_answer_unchanged(int8_memb
 def test_int8_where_it_does_not_apply_is_refused_with_the_fix(tiny_model_dir):
     with pytest.raises(ConfigError, match=r"int8 weights take bfloat16 inputs.*pass quantization=None"):
         HFMember(tiny_model_dir, dtype="float32", quantization="int8")
+    with pytest.raises(ConfigError, match=r"quantization 'int4' is not offered \(only 'int8'\)"):
+        HFMember(tiny_model_dir, dtype="bfloat16", quantization="int4")  # type: ignore[arg-type]

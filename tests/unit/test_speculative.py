@@ -234,7 +234,7 @@ def test_rows_rewind_by_different_counts(verifier):
         torch.testing.assert_close(batch.logprobs()[row], single.logprobs()[0], atol=1e-4, rtol=1e-4)
 
 
-NO_INT8 = int8_unavailable(torch.device("cpu"), torch.bfloat16)
+NO_INT8 = int8_unavailable("int8", torch.device("cpu"), torch.bfloat16)
 
 
 @pytest.mark.parametrize(

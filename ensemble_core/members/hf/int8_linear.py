@@ -1,8 +1,8 @@
 """Linear layers with int8 weights (`quantization="int8"`): weight-only, one scale per output row, computed by
-torch's int8 kernel for bfloat16 inputs (`torch._weight_int8pack_mm`, the one gpt-fast and torchao use for
-int8 weight-only). A decode step reads half the bytes of bfloat16; on the CPU a qwen05 step costs about half
-(measured in docs/RESULTS.md, "Speculative decoding"), which is what a drafter needs. The int8 weights live
-in memory (a copy, not the memory-mapped file)."""
+torch's own int8 weight-only matrix product for bfloat16 inputs (`torch._weight_int8pack_mm`). A decode step
+reads half the bytes of bfloat16; on the CPU a qwen05 step costs about half (measured in docs/RESULTS.md,
+"Speculative decoding"), which is what a drafter needs. The int8 weights live in memory (a copy, not the
+memory-mapped file)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ Quantization = Literal["int8"]
 """How a member's linear weights may be quantised at load (`HFMember(quantization=...)`)."""
 
 
-def int8_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
-    """Why weights on `device` in `dtype` cannot be int8-quantised, or None when they can."""
+def int8_unavailable(quantization: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why weights on `device` in `dtype` cannot be quantised as `quantization`, or None when they can."""
+    if quantization != "int8":
+        return f"quantization {quantization!r} is not offered (only 'int8')"
     if device.type != "cpu":
         return f"int8 weights use torch's CPU kernel; this member runs on {device}"
     if dtype != torch.bfloat16:

@@ -83,7 +83,7 @@ class HFMember(Member):
         self.dtype = resolve_dtype(dtype, self.device)
         if pack_weights and (why := packing_unavailable(self.device, self.dtype)):
             raise ConfigError(f"{why}: pass pack_weights=False, or dtype='float32' on the CPU")
-        if quantization is not None and (why := int8_unavailable(self.device, self.dtype)):
+        if quantization is not None and (why := int8_unavailable(quantization, self.device, self.dtype)):
             raise ConfigError(f"{why}: pass quantization=None, or dtype='bfloat16' on the CPU")
         self.pack_weights = pack_weights
         self.quantization: Quantization | None = quantization
