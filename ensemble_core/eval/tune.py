@@ -45,6 +45,9 @@ class TuneRow(BaseModel):
     test_cpu_s: float
     on_frontier: bool = False
     versus_best_member: PairedComparison | None = None
+    versus_best_tuned_single: PairedComparison | None = Field(
+        default=None, description="ensembles only: against the best member stacked on its own features"
+    )
     strategy: dict[str, Any] | None = None
     details: dict[str, Any] = Field(default_factory=dict)
 
@@ -143,6 +146,9 @@ def summarise(
 ) -> TuneSummary:
     singles = [m for m in methods if m.family == "single"]
     best = max(singles, key=lambda m: m.test_accuracy)
+    tuned = max(
+        (m for m in methods if m.family == "tuned-single"), key=lambda m: m.test_accuracy, default=None
+    )
     shown = [m for m in methods if m.family != "cascade" or m.details.get("chosen")]
     frontier = _frontier(shown)
     rows = []
@@ -164,6 +170,11 @@ def summarise(
                 test_cpu_s=m.test_cost_mean,
                 on_frontier=m.label in frontier,
                 versus_best_member=versus,
+                versus_best_tuned_single=(
+                    compare(m.label, m.test_correct, tuned.label, tuned.test_correct, seed=seed)
+                    if tuned is not None and m.family == "ensemble"
+                    else None
+                ),
                 strategy=m.strategy,
                 details=m.details,
             )

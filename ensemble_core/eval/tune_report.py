@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ensemble_core.eval.tune import TuneRow, TuneSummary
+from ensemble_core.eval.metrics import PairedComparison
+from ensemble_core.eval.tune import TuneSummary
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def _versus(row: TuneRow) -> str:
-    v = row.versus_best_member
+def _versus(v: PairedComparison | None, none: str) -> str:
     if v is None:
-        return "(best member)"
+        return none
     mark = " **above 0**" if v.ci_low > 0 else (" below 0" if v.ci_high < 0 else "")
     return f"{100 * v.gain:+.1f} [{100 * v.ci_low:+.1f}, {100 * v.ci_high:+.1f}]{mark}, p = {v.p_value:.2g}"
 
@@ -31,13 +31,14 @@ def markdown(summary: TuneSummary) -> str:
         "- every method is fitted on the dev items only; test figures are reported once per method",
         "",
         "| method | dev acc % | dev CPU s/item | test acc % | 95% CI | test CPU s/item "
-        "| vs best member, points (paired bootstrap 95% CI) | frontier |",
-        "|---|---:|---:|---:|---|---:|---|:-:|",
+        "| vs best member, points (paired bootstrap 95% CI) | vs best member stacked alone | frontier |",
+        "|---|---:|---:|---:|---|---:|---|---|:-:|",
     ]
     for r in sorted(summary.rows, key=lambda r: r.test_cpu_s):
         lines.append(
             f"| {r.label} | {_pct(r.dev_accuracy)} | {r.dev_cpu_s:.3f} | {_pct(r.test_accuracy)} | "
-            f"{_pct(r.ci_low)}–{_pct(r.ci_high)} | {r.test_cpu_s:.3f} | {_versus(r)} | "
+            f"{_pct(r.ci_low)}–{_pct(r.ci_high)} | {r.test_cpu_s:.3f} | "
+            f"{_versus(r.versus_best_member, '(best member)')} | {_versus(r.versus_best_tuned_single, '')} | "
             f"{'●' if r.on_frontier else ''} |"
         )
     if summary.chosen:
@@ -55,7 +56,13 @@ def plot(summary: TuneSummary, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for name, curve in summary.curves.items():
         ax.plot([c for c, _ in curve], [100 * a for _, a in curve], marker=".", alpha=0.5, label=name)
-    colours = {"single": "tab:blue", "ensemble": "tab:green", "cascade": "tab:orange", "router": "tab:purple"}
+    colours = {
+        "single": "tab:blue",
+        "tuned-single": "tab:cyan",
+        "ensemble": "tab:green",
+        "cascade": "tab:orange",
+        "router": "tab:purple",
+    }
     for r in summary.rows:
         ax.scatter(
             r.test_cpu_s,

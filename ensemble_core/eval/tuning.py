@@ -25,7 +25,7 @@ from ensemble_core.scoring.embeddings import EmbedFn
 from ensemble_core.strategies.cascade_calibration import CascadeRecord, MemberOutcome, frontier, replay
 from ensemble_core.strategies.operating_point import OperatingPoint
 
-Family = Literal["single", "ensemble", "cascade", "router"]
+Family = Literal["single", "tuned-single", "ensemble", "cascade", "router"]
 MemberScores = dict[str, ChoiceScores]
 
 
@@ -81,9 +81,10 @@ def tune_choices(
     seed: int = 0,
     embed: EmbedFn | None = None,
 ) -> list[TunedMethod]:
-    """Every member alone, the uniform choice-ensemble, calibrated and stacked combinations (their members
-    chosen on dev), and cascades over calibrated confidence (thresholds fitted on dev), each judged on
-    test."""
+    """Every member alone, raw and stacked on its own features (so an ensemble's gain over the best member is
+    told apart from what one member gains by tuning its length normalisation), the uniform choice-ensemble,
+    calibrated and stacked combinations (their members chosen on dev), and cascades over calibrated
+    confidence (thresholds fitted on dev), each judged on test."""
     dev_scores = [{m: scores[m][item.id] for m in members} for item in dev]
     test_scores = [{m: scores[m][item.id] for m in members} for item in test]
     dev_gold = [item.gold for item in dev]
@@ -115,6 +116,15 @@ def tune_choices(
             [m],
             lambda s, m=m: (s[m].prediction("chars"), s[m].cpu_s),
             strategy={"name": "single", "params": {"members": [m]}},
+        )
+    for m in members:
+        alone = FittedCombination.fit(dev_scores, dev_gold, [m], "stacked", seed)
+        add(
+            f"stacked alone:{m}",
+            "tuned-single",
+            [m],
+            lambda s, f=alone, m=m: (f.predict(s), s[m].cpu_s),
+            details={"weights": dict(zip(_feature_names(alone), alone.logit.weights, strict=True))},
         )
     every = cost_of(members)
     add(

@@ -12,7 +12,8 @@ from ensemble_core.eval.choice_methods import ConditionalLogit, fit_cross_valida
 from ensemble_core.eval.choice_scoring import ChoiceScores
 from ensemble_core.eval.datasets import load_dataset
 from ensemble_core.eval.splits import Split
-from ensemble_core.eval.tune import choose, tune, write_config
+from ensemble_core.eval.tune import choose, summarise, tune, write_config
+from ensemble_core.eval.tune_report import markdown
 from ensemble_core.eval.tuning import routed, tune_choices
 from ensemble_core.members.scripted import ScriptedMember
 
@@ -66,7 +67,20 @@ def test_fits_see_only_dev_items_and_every_method_is_judged_on_all_test_items(tm
     test = [i for i in items if i.id in test_ids]
     methods = tune_choices(dev, test, scores, ["weak", "good"], embed=_embed)
     assert all(len(m.test_correct) == 40 for m in methods)
-    assert {m.label for m in methods} >= {"single:weak", "single:good", "choice-ensemble (uniform)"}
+    assert {m.label for m in methods} >= {
+        "single:weak",
+        "single:good",
+        "stacked alone:weak",
+        "stacked alone:good",
+        "choice-ensemble (uniform)",
+    }
+    summary = summarise(
+        dataset, Split(part="both", dev_size=20, test_size=40), ["weak", "good"], methods, "t", 0
+    )
+    ensembles = [r for r in summary.rows if r.family == "ensemble"]
+    assert ensembles and all(r.versus_best_tuned_single is not None for r in ensembles)
+    assert all(r.versus_best_tuned_single is None for r in summary.rows if r.family != "ensemble")
+    assert "vs best member stacked alone" in markdown(summary)
     # the fit cannot see the test items: scrambling them leaves every dev figure unchanged
     scrambled = {n: {**s, **{i.id: _scores([-1.0, -1.0], 9.0) for i in test}} for n, s in scores.items()}
     again = tune_choices(dev, test, scrambled, ["weak", "good"], embed=_embed)
