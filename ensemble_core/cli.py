@@ -12,9 +12,11 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ensemble_core import progress
+from ensemble_core.cli_errors import failed
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.types import Message, Result, Trace
@@ -131,8 +133,7 @@ def ask(
         ]
         result = ensemble.run(messages, max_tokens=max_tokens, temperature=temperature)
     except EnsembleError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+        raise failed(error) from error
     if as_json:
         print(_json_result(result))
         return
@@ -156,8 +157,7 @@ def chat(
     try:
         ensemble = _build(strategy, param, config)
     except EnsembleError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+        raise failed(error) from error
     history: list[Message] = [Message(role="system", content=system)] if system else []
     while True:
         try:
@@ -177,7 +177,7 @@ def chat(
                 answer.append(delta.text)
                 trace = delta.trace or trace
         except EnsembleError as error:
-            err.print(f"\n[red]error:[/red] {error}")
+            err.print(f"\n[red]error:[/red] {escape(str(error))}")
             history.pop()
             continue
         sys.stdout.write("\n")
@@ -266,8 +266,7 @@ def serve(
         ensemble = _build(strategy, param, config)
         app = create_app(ensemble, settings)
     except EnsembleError as error:
-        err.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+        raise failed(error) from error
     uvicorn.run(app, host=host, port=port)
 
 

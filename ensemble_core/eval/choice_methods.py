@@ -6,7 +6,7 @@ maximum likelihood with an L2 penalty chosen by cross-validation on the dev item
   weight over its temperature, so this is the weighted, temperature-calibrated log-linear combination;
 - "stacked": three features per member (per character, per token, and the raw sum), so the stacker also
   learns which length normalisation to trust for each member.
-A single member's calibrated logit gives its calibrated confidence (the probability of its top choice),
+A single member's stacked logit gives its answer and its confidence (the probability of its top choice),
 which cascades over choice scores escalate on.
 """
 

@@ -23,7 +23,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ensemble_core.cli_errors import failed
 from ensemble_core.errors import EnsembleError
+from ensemble_core.eval.plotting import require_matplotlib
 from ensemble_core.members.base import Member
 
 _console = Console(stderr=True)
@@ -110,6 +112,7 @@ def eval_command(
     if split not in (None, "dev", "test", "both"):
         raise typer.BadParameter(f"--split {split!r}: choose dev, test or both")
     try:
+        require_matplotlib()
         if threads:
             torch.set_num_threads(threads)
         chosen = (
@@ -151,8 +154,7 @@ def eval_command(
         )
         report = write_report(summary, results, folder)
     except EnsembleError as err:
-        _console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
+        raise failed(err) from err
     table = Table(title=f"{dataset.name}: {len(dataset.items)} items", title_justify="left")
     for column in ("strategy", "protocol", "accuracy %", "95% CI", "latency/item s"):
         table.add_column(column)
@@ -235,8 +237,7 @@ def bench_command(
             log=lambda line: Console().print(line),
         )
     except EnsembleError as err:
-        _console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
+        raise failed(err) from err
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
@@ -289,6 +290,7 @@ def tune_command(
     if budget is not None and max_share is not None:
         raise typer.BadParameter("give --budget or --max-share, not both")
     try:
+        require_matplotlib()
         if threads:
             torch.set_num_threads(threads)
         split = Split(part="both", seed=split_seed, dev_size=dev_size, test_size=test_size)
@@ -314,9 +316,8 @@ def tune_command(
             summary.budget = f"{max_share:.0%} of {summary.members[-1]}'s CPU seconds"
         written = write_config(row, members_config, summary, out)
         shown = tune_report.write(summary, folder)
-    except EnsembleError as error:
-        _console.print(f"[red]error:[/red] {escape(str(error))}")
-        raise typer.Exit(2) from error
+    except EnsembleError as err:
+        raise failed(err) from err
     table = Table(title=f"{dataset.name}: fitted on dev, judged on test", title_justify="left")
     for column in ("method", "dev acc %", "test acc %", "test CPU s/item", "vs best member"):
         table.add_column(column)

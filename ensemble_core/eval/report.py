@@ -15,6 +15,7 @@ from ensemble_core.eval.choice_scoring import ChoiceScores
 from ensemble_core.eval.datasets import Dataset
 from ensemble_core.eval.items import ChoiceItem
 from ensemble_core.eval.metrics import PairedComparison, compare, wilson_interval
+from ensemble_core.eval.plotting import pyplot
 from ensemble_core.eval.protocols import PROTOCOL_TEXT
 from ensemble_core.eval.runner import EvalSettings, ItemResult
 
@@ -264,10 +265,7 @@ def markdown(summary: Summary) -> str:
 
 def plot(summary: Summary, out: Path) -> list[Path]:
     """accuracy.png (bars with Wilson intervals) and, with choice scores, cost_quality.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     written = []
     rows = summary.strategies

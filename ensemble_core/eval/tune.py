@@ -46,7 +46,8 @@ class TuneRow(BaseModel):
     on_frontier: bool = False
     versus_best_member: PairedComparison | None = None
     versus_best_tuned_single: PairedComparison | None = Field(
-        default=None, description="ensembles only: against the best member stacked on its own features"
+        default=None,
+        description="ensembles and cascades: against the best member stacked on its own features",
     )
     strategy: dict[str, Any] | None = None
     details: dict[str, Any] = Field(default_factory=dict)
@@ -172,7 +173,7 @@ def summarise(
                 versus_best_member=versus,
                 versus_best_tuned_single=(
                     compare(m.label, m.test_correct, tuned.label, tuned.test_correct, seed=seed)
-                    if tuned is not None and m.family == "ensemble"
+                    if tuned is not None and m.family in ("ensemble", "cascade")
                     else None
                 ),
                 strategy=m.strategy,

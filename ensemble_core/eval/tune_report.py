@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ensemble_core.eval.metrics import PairedComparison
+from ensemble_core.eval.plotting import pyplot
 from ensemble_core.eval.tune import TuneSummary
 
 
@@ -48,10 +49,7 @@ def markdown(summary: TuneSummary) -> str:
 
 
 def plot(summary: TuneSummary, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for name, curve in summary.curves.items():

@@ -83,8 +83,8 @@ def tune_choices(
 ) -> list[TunedMethod]:
     """Every member alone, raw and stacked on its own features (so an ensemble's gain over the best member is
     told apart from what one member gains by tuning its length normalisation), the uniform choice-ensemble,
-    calibrated and stacked combinations (their members chosen on dev), and cascades over calibrated
-    confidence (thresholds fitted on dev), each judged on test."""
+    calibrated and stacked combinations (their members chosen on dev), and cascades of the members stacked
+    alone, escalating on each one's fitted confidence (thresholds fitted on dev), each judged on test."""
     dev_scores = [{m: scores[m][item.id] for m in members} for item in dev]
     test_scores = [{m: scores[m][item.id] for m in members} for item in test]
     dev_gold = [item.gold for item in dev]
@@ -117,14 +117,14 @@ def tune_choices(
             lambda s, m=m: (s[m].prediction("chars"), s[m].cpu_s),
             strategy={"name": "single", "params": {"members": [m]}},
         )
-    for m in members:
-        alone = FittedCombination.fit(dev_scores, dev_gold, [m], "stacked", seed)
+    alone = {m: FittedCombination.fit(dev_scores, dev_gold, [m], "stacked", seed) for m in members}
+    for m, fitted in alone.items():
         add(
             f"stacked alone:{m}",
             "tuned-single",
             [m],
-            lambda s, f=alone, m=m: (f.predict(s), s[m].cpu_s),
-            details={"weights": dict(zip(_feature_names(alone), alone.logit.weights, strict=True))},
+            lambda s, f=fitted, m=m: (f.predict(s), s[m].cpu_s),
+            details={"weights": dict(zip(_feature_names(fitted), fitted.logit.weights, strict=True))},
         )
     every = cost_of(members)
     add(
@@ -144,9 +144,8 @@ def tune_choices(
             details={"weights": dict(zip(_feature_names(fitted), fitted.logit.weights, strict=True))},
             strategy=_fusion_config(fitted) if kind == "calibrated" else None,
         )
-    singles = {m: FittedCombination.fit(dev_scores, dev_gold, [m], "calibrated", seed) for m in members}
     for order in _cascade_orders(members, dev_scores):
-        methods.extend(_cascades(order, singles, dev, test, dev_scores, test_scores, methods))
+        methods.extend(_cascades(order, alone, dev, test, dev_scores, test_scores, methods))
 
     def rows(items: Sequence[ChoiceItem], scores: Sequence[MemberScores]):
         return [
@@ -222,7 +221,7 @@ def _cascade_orders(members: Sequence[str], dev: Sequence[MemberScores]) -> list
 
 def _cascades(
     order: list[str],
-    singles: Mapping[str, FittedCombination],
+    alone: Mapping[str, FittedCombination],
     dev: Sequence[ChoiceItem],
     test: Sequence[ChoiceItem],
     dev_scores: Sequence[MemberScores],
@@ -230,15 +229,17 @@ def _cascades(
     methods: Sequence[TunedMethod],
 ) -> list[TunedMethod]:
     """The cascade along `order` at the cheapest dev thresholds that stay within one point of the last
-    member's dev accuracy, and at every other dev-frontier point (for the curve)."""
+    member's dev accuracy, and at every other dev-frontier point (for the curve). Each member answers as
+    it does stacked alone (`alone`), and its confidence is that fit's probability of its answer: a raw
+    member's length normalisation would cost each step more than the cascade saves."""
 
     def records(items: Sequence[ChoiceItem], scores: Sequence[MemberScores]) -> list[CascadeRecord]:
         return [
             CascadeRecord(
                 outcomes={
                     m: MemberOutcome(
-                        score=singles[m].confidence(s),
-                        quality=float(s[m].prediction("chars") == item.gold),
+                        score=alone[m].confidence(s),
+                        quality=float(alone[m].predict(s) == item.gold),
                         cost=s[m].cpu_s,
                     )
                     for m in order
@@ -249,7 +250,7 @@ def _cascades(
 
     dev_records, test_records = records(dev, dev_scores), records(test, test_scores)
     curve = frontier(dev_records, order, cost="money", grid=41)
-    last = next(m for m in methods if m.label == f"single:{order[-1]}")
+    last = next(m for m in methods if m.label == f"stacked alone:{order[-1]}")
     target = last.dev_accuracy - 0.01
     chosen = next((p for p in curve if p.quality >= target), curve[-1])
     out = []
@@ -269,7 +270,7 @@ def _cascades(
                     "thresholds": point.thresholds,
                     "dev_shares": point.shares,
                     "chosen": point is chosen,
-                    "target": f"within 1 point of {order[-1]} on dev",
+                    "target": f"within 1 point of {order[-1]} stacked alone on dev",
                 },
             )
         )

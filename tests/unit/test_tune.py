@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from ensemble_core.config import load_config
 from ensemble_core.eval.choice_methods import ConditionalLogit, fit_cross_validated
 from ensemble_core.eval.choice_scoring import ChoiceScores
 from ensemble_core.eval.datasets import load_dataset
+from ensemble_core.eval.items import ChoiceItem
 from ensemble_core.eval.splits import Split
 from ensemble_core.eval.tune import choose, summarise, tune, write_config
 from ensemble_core.eval.tune_report import markdown
@@ -79,7 +82,10 @@ def test_fits_see_only_dev_items_and_every_method_is_judged_on_all_test_items(tm
     )
     ensembles = [r for r in summary.rows if r.family == "ensemble"]
     assert ensembles and all(r.versus_best_tuned_single is not None for r in ensembles)
-    assert all(r.versus_best_tuned_single is None for r in summary.rows if r.family != "ensemble")
+    assert all(
+        (r.versus_best_tuned_single is None) == (r.family not in ("ensemble", "cascade"))
+        for r in summary.rows
+    )
     assert "vs best member stacked alone" in markdown(summary)
     # the fit cannot see the test items: scrambling them leaves every dev figure unchanged
     scrambled = {n: {**s, **{i.id: _scores([-1.0, -1.0], 9.0) for i in test}} for n, s in scores.items()}
@@ -141,7 +147,9 @@ def test_the_learned_routers_dev_figure_is_out_of_fold_not_in_sample():
         ]
 
     def distinct(texts):
-        return np.array([[1.0 if j == hash(t) % 64 else 0.0 for j in range(64)] for t in texts])
+        return np.array(
+            [[1.0 if j == zlib.crc32(t.encode()) % 64 else 0.0 for j in range(64)] for t in texts]
+        )
 
     dev, test = rows(200, 0), rows(200, 1000)
     best_member = max(np.mean([c[m] for _, c, _ in dev]) for m in ("a", "b"))
@@ -149,3 +157,55 @@ def test_the_learned_routers_dev_figure_is_out_of_fold_not_in_sample():
     assert router.label == "learned-router"
     assert router.dev_accuracy < best_member + 0.08
     assert abs(router.dev_accuracy - np.mean(router.test_correct)) < 0.12
+
+
+def test_a_cascades_members_answer_and_escalate_as_they_do_stacked_alone():
+    """Raw per-character scores always pick the long choice here, while the summed log-likelihood knows
+    the answer: a cascade of raw members would be no better than a coin."""
+    rng = np.random.default_rng(2)
+    items = [
+        ChoiceItem(id=str(i), question="?", prompt="?", choices=["a", "b" * 10], gold=i % 2)
+        for i in range(90)
+    ]
+
+    def scored(item, accuracy, cost):
+        right = rng.random() < accuracy
+        picked = item.gold if right else 1 - item.gold
+        lps = [-2.0 - rng.random(), -2.0 - rng.random()]
+        lps[1 - picked] -= 3.0
+        return ChoiceScores(logprobs=lps, n_chars=[1, 10], n_bytes=[1, 10], n_tokens=[1, 4], cpu_s=cost)
+
+    scores = {
+        name: {it.id: scored(it, acc, cost) for it in items}
+        for name, acc, cost in (("weak", 0.8, 0.1), ("good", 0.95, 1.0))
+    }
+    dev, test = items[:40], items[40:]
+    methods = {m.label: m for m in tune_choices(dev, test, scores, ["weak", "good"], embed=_embed)}
+    raw = max(methods[f"single:{m}"].test_accuracy for m in ("weak", "good"))
+    alone = {m: methods[f"stacked alone:{m}"].test_correct for m in ("weak", "good")}
+    cascades = [m for m in methods.values() if m.family == "cascade"]
+    assert raw < 0.7 and cascades
+    for cascade in cascades:
+        assert all(
+            c in (w, g) for c, w, g in zip(cascade.test_correct, alone["weak"], alone["good"], strict=True)
+        )
+    chosen = next(m for m in cascades if m.details["chosen"])
+    assert chosen.test_accuracy > raw + 0.15
+
+
+@pytest.mark.parametrize("command", ["tune", "eval"])
+def test_a_missing_plotting_extra_is_said_before_any_scoring(command, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ensemble_core.cli import app
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    folder = tmp_path / "report"
+    where = {
+        "tune": ["--report", str(folder), "--out", str(tmp_path / "t.yaml")],
+        "eval": ["--out", str(folder)],
+    }
+    result = CliRunner().invoke(app, [command, "--data", "arc_easy", *where[command]])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'llm-ensemble[eval]'" in " ".join(result.output.split())
+    assert not folder.exists()  # nothing was loaded or scored
