@@ -47,7 +47,7 @@ class TuneRow(BaseModel):
     versus_best_member: PairedComparison | None = None
     versus_best_tuned_single: PairedComparison | None = Field(
         default=None,
-        description="ensembles and cascades: against the best member stacked on its own features",
+        description="ensembles, cascades and routers: against the best member stacked on its own features",
     )
     strategy: dict[str, Any] | None = None
     details: dict[str, Any] = Field(default_factory=dict)
@@ -173,7 +173,7 @@ def summarise(
                 versus_best_member=versus,
                 versus_best_tuned_single=(
                     compare(m.label, m.test_correct, tuned.label, tuned.test_correct, seed=seed)
-                    if tuned is not None and m.family in ("ensemble", "cascade")
+                    if tuned is not None and m.family in ("ensemble", "cascade", "router")
                     else None
                 ),
                 strategy=m.strategy,

@@ -83,8 +83,9 @@ def tune_choices(
 ) -> list[TunedMethod]:
     """Every member alone, raw and stacked on its own features (so an ensemble's gain over the best member is
     told apart from what one member gains by tuning its length normalisation), the uniform choice-ensemble,
-    calibrated and stacked combinations (their members chosen on dev), and cascades of the members stacked
-    alone, escalating on each one's fitted confidence (thresholds fitted on dev), each judged on test."""
+    calibrated and stacked combinations (their members chosen on dev), cascades of the members stacked
+    alone, escalating on each one's fitted confidence (thresholds fitted on dev), and the learned router
+    over the members stacked alone, each judged on test."""
     dev_scores = [{m: scores[m][item.id] for m in members} for item in dev]
     test_scores = [{m: scores[m][item.id] for m in members} for item in test]
     dev_gold = [item.gold for item in dev]
@@ -151,7 +152,7 @@ def tune_choices(
         return [
             (
                 item.question,
-                {m: s[m].prediction("chars") == item.gold for m in members},
+                {m: alone[m].predict(s) == item.gold for m in members},
                 {m: s[m].cpu_s for m in members},
             )
             for item, s in zip(items, scores, strict=True)

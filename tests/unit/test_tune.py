@@ -83,7 +83,7 @@ def test_fits_see_only_dev_items_and_every_method_is_judged_on_all_test_items(tm
     ensembles = [r for r in summary.rows if r.family == "ensemble"]
     assert ensembles and all(r.versus_best_tuned_single is not None for r in ensembles)
     assert all(
-        (r.versus_best_tuned_single is None) == (r.family not in ("ensemble", "cascade"))
+        (r.versus_best_tuned_single is None) == (r.family not in ("ensemble", "cascade", "router"))
         for r in summary.rows
     )
     assert "vs best member stacked alone" in markdown(summary)
@@ -159,9 +159,9 @@ def test_the_learned_routers_dev_figure_is_out_of_fold_not_in_sample():
     assert abs(router.dev_accuracy - np.mean(router.test_correct)) < 0.12
 
 
-def test_a_cascades_members_answer_and_escalate_as_they_do_stacked_alone():
+def test_in_cascades_and_routers_members_answer_as_they_do_stacked_alone():
     """Raw per-character scores always pick the long choice here, while the summed log-likelihood knows
-    the answer: a cascade of raw members would be no better than a coin."""
+    the answer: a cascade or a router over raw members would be no better than a coin."""
     rng = np.random.default_rng(2)
     items = [
         ChoiceItem(id=str(i), question="?", prompt="?", choices=["a", "b" * 10], gold=i % 2)
@@ -184,10 +184,11 @@ def test_a_cascades_members_answer_and_escalate_as_they_do_stacked_alone():
     raw = max(methods[f"single:{m}"].test_accuracy for m in ("weak", "good"))
     alone = {m: methods[f"stacked alone:{m}"].test_correct for m in ("weak", "good")}
     cascades = [m for m in methods.values() if m.family == "cascade"]
-    assert raw < 0.7 and cascades
-    for cascade in cascades:
+    routers = [m for m in methods.values() if m.family == "router"]
+    assert raw < 0.7 and cascades and routers
+    for method in cascades + routers:
         assert all(
-            c in (w, g) for c, w, g in zip(cascade.test_correct, alone["weak"], alone["good"], strict=True)
+            c in (w, g) for c, w, g in zip(method.test_correct, alone["weak"], alone["good"], strict=True)
         )
     chosen = next(m for m in cascades if m.details["chosen"])
     assert chosen.test_accuracy > raw + 0.15
