@@ -47,7 +47,7 @@ class TuneRow(BaseModel):
     versus_best_member: PairedComparison | None = None
     versus_best_tuned_single: PairedComparison | None = Field(
         default=None,
-        description="ensembles, cascades and routers: against the best member stacked on its own features",
+        description="ensembles, cascades, routers: against the best member, raw or stacked alone",
     )
     strategy: dict[str, Any] | None = None
     details: dict[str, Any] = Field(default_factory=dict)
@@ -147,9 +147,7 @@ def summarise(
 ) -> TuneSummary:
     singles = [m for m in methods if m.family == "single"]
     best = max(singles, key=lambda m: m.test_accuracy)
-    tuned = max(
-        (m for m in methods if m.family == "tuned-single"), key=lambda m: m.test_accuracy, default=None
-    )
+    tuned = max((m for m in methods if m.family in ("single", "tuned-single")), key=lambda m: m.test_accuracy)
     shown = [m for m in methods if m.family != "cascade" or m.details.get("chosen")]
     frontier = _frontier(shown)
     rows = []
@@ -173,7 +171,7 @@ def summarise(
                 versus_best_member=versus,
                 versus_best_tuned_single=(
                     compare(m.label, m.test_correct, tuned.label, tuned.test_correct, seed=seed)
-                    if tuned is not None and m.family in ("ensemble", "cascade", "router")
+                    if m.family in ("ensemble", "cascade", "router")
                     else None
                 ),
                 strategy=m.strategy,

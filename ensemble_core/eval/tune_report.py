@@ -32,7 +32,8 @@ def markdown(summary: TuneSummary) -> str:
         "- every method is fitted on the dev items only; test figures are reported once per method",
         "",
         "| method | dev acc % | dev CPU s/item | test acc % | 95% CI | test CPU s/item "
-        "| vs best member, points (paired bootstrap 95% CI) | vs best member stacked alone | frontier |",
+        "| vs best member, points (paired bootstrap 95% CI) "
+        "| vs best member, raw or stacked alone | frontier |",
         "|---|---:|---:|---:|---|---:|---|---|:-:|",
     ]
     for r in sorted(summary.rows, key=lambda r: r.test_cpu_s):
