@@ -147,7 +147,9 @@ def summarise(
 ) -> TuneSummary:
     singles = [m for m in methods if m.family == "single"]
     best = max(singles, key=lambda m: m.test_accuracy)
-    tuned = max((m for m in methods if m.family in ("single", "tuned-single")), key=lambda m: m.test_accuracy)
+    either = max(
+        (m for m in methods if m.family in ("single", "tuned-single")), key=lambda m: m.test_accuracy
+    )
     shown = [m for m in methods if m.family != "cascade" or m.details.get("chosen")]
     frontier = _frontier(shown)
     rows = []
@@ -170,7 +172,7 @@ def summarise(
                 on_frontier=m.label in frontier,
                 versus_best_member=versus,
                 versus_best_tuned_single=(
-                    compare(m.label, m.test_correct, tuned.label, tuned.test_correct, seed=seed)
+                    compare(m.label, m.test_correct, either.label, either.test_correct, seed=seed)
                     if m.family in ("ensemble", "cascade", "router")
                     else None
                 ),
