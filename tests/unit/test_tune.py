@@ -159,7 +159,7 @@ def test_the_learned_routers_dev_figure_is_out_of_fold_not_in_sample():
     assert abs(router.dev_accuracy - np.mean(router.test_correct)) < 0.12
 
 
-def test_in_cascades_and_routers_members_answer_as_they_do_stacked_alone():
+def test_in_cascades_and_routers_members_answer_in_the_form_chosen_on_dev():
     """Raw per-character scores always pick the long choice here, while the summed log-likelihood knows
     the answer: a cascade or a router over raw members would be no better than a coin."""
     rng = np.random.default_rng(2)
@@ -191,6 +191,7 @@ def test_in_cascades_and_routers_members_answer_as_they_do_stacked_alone():
             c in (w, g) for c, w, g in zip(method.test_correct, alone["weak"], alone["good"], strict=True)
         )
     chosen = next(m for m in cascades if m.details["chosen"])
+    assert chosen.details["forms"] == {"weak": "stacked", "good": "stacked"}  # chosen by dev folds
     assert chosen.test_accuracy > raw + 0.15
 
 
