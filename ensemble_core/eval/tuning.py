@@ -190,7 +190,7 @@ def _fusion_config(fitted: FittedCombination) -> dict[str, Any]:
 def _cross_validated_accuracy(
     dev: Sequence[MemberScores], gold: Sequence[int], subset: Sequence[str], kind: FeatureKind, seed: int
 ) -> float:
-    """Accuracy on each of five dev folds of the combination fitted on the other four."""
+    """Dev accuracy when each of five folds is predicted by the combination fitted on the other four."""
     right = 0
     for fold in np.array_split(np.random.default_rng(seed).permutation(len(dev)), 5):
         held = set(fold.tolist())
