@@ -12,11 +12,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ensemble_core import progress
-from ensemble_core.cli_errors import failed
+from ensemble_core.cli_errors import failed, say
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.types import Message, Result, Trace
@@ -177,7 +176,8 @@ def chat(
                 answer.append(delta.text)
                 trace = delta.trace or trace
         except EnsembleError as error:
-            err.print(f"\n[red]error:[/red] {escape(str(error))}")
+            sys.stdout.write("\n")
+            say(error)
             history.pop()
             continue
         sys.stdout.write("\n")

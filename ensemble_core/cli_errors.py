@@ -1,4 +1,5 @@
-"""How every command reports an EnsembleError: the message as plain text on stderr, exit status 2."""
+"""How every command reports an EnsembleError: the message as plain text on stderr, then exit status 2
+(or, in `chat`, the next question)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from ensemble_core.errors import EnsembleError
 _stderr = Console(stderr=True)
 
 
-def failed(error: EnsembleError) -> typer.Exit:
-    """Print the error (escaped: a message may hold brackets, such as an extra's name) and return the exit
-    to raise."""
+def say(error: EnsembleError) -> None:
+    """Print the error on stderr, escaped: a message may hold brackets, such as an extra's name."""
     _stderr.print(f"[red]error:[/red] {escape(str(error))}")
+
+
+def failed(error: EnsembleError) -> typer.Exit:
+    """Print the error and return the exit to raise."""
+    say(error)
     return typer.Exit(2)

@@ -145,7 +145,7 @@ def tune_choices(
             details={"weights": dict(zip(_feature_names(fitted), fitted.logit.weights, strict=True))},
             strategy=_fusion_config(fitted) if kind == "calibrated" else None,
         )
-    forms = {m: _member_form(dev_scores, dev_gold, m, seed) for m in members}
+    forms = {m: _member_form(dev_scores, dev_gold, alone[m], seed) for m in members}
     for order in _cascade_orders(members, dev_scores):
         methods.extend(_cascades(order, forms, dev, test, dev_scores, test_scores))
 
@@ -211,13 +211,14 @@ def _best_subset(
 
 
 def _member_form(
-    dev: Sequence[MemberScores], gold: Sequence[int], member: str, seed: int
+    dev: Sequence[MemberScores], gold: Sequence[int], stacked: FittedCombination, seed: int
 ) -> FittedCombination:
-    """A member as cascades and the router use it: calibrated on its per-character score alone, or stacked
-    on its three length normalisations, whichever predicts held-out dev folds better (stacking can lose)."""
+    """A member as cascades and the router use it: calibrated on its per-character score alone, or
+    `stacked` (its fit on its three length normalisations), whichever predicts held-out dev folds better
+    (stacking can lose)."""
     kinds: tuple[FeatureKind, ...] = ("calibrated", "stacked")
-    kind = max(kinds, key=lambda k: _cross_validated_accuracy(dev, gold, [member], k, seed))
-    return FittedCombination.fit(dev, gold, [member], kind, seed)
+    kind = max(kinds, key=lambda k: _cross_validated_accuracy(dev, gold, stacked.members, k, seed))
+    return stacked if kind == "stacked" else FittedCombination.fit(dev, gold, stacked.members, kind, seed)
 
 
 def _cascade_orders(members: Sequence[str], dev: Sequence[MemberScores]) -> list[list[str]]:
