@@ -14,12 +14,11 @@ import argparse
 from pathlib import Path
 
 from ensemble_core.eval import tune_report
-from ensemble_core.eval.choice_scoring import ChoiceScores
 from ensemble_core.eval.datasets import load_dataset
 from ensemble_core.eval.items import ChoiceItem
 from ensemble_core.eval.runner import ResultCache
 from ensemble_core.eval.splits import Split
-from ensemble_core.eval.tune import summarise
+from ensemble_core.eval.tune import cached_scores, summarise
 from ensemble_core.eval.tuning import tune_choices
 
 
@@ -45,9 +44,7 @@ def main() -> None:
         seen = Split(part="both", seed=args.split_seed, dev_size=args.dev_size, test_size=args.seen)
         fresh_ids = test_ids - seen.ids(items)[1]
     cache = ResultCache(args.report)
-    scores = {
-        m: {k: ChoiceScores.model_validate(v) for k, v in cache.load(f"scores.{m}").items()} for m in members
-    }
+    scores = {m: cached_scores(cache, m) for m in members}
     missing = {m: len((dev_ids | fresh_ids) - set(s)) for m, s in scores.items()}
     if any(missing.values()):
         raise SystemExit(

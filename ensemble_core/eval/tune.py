@@ -86,7 +86,7 @@ def collect(
         items = [i for i in dataset.items if isinstance(i, ChoiceItem)]
         scores: dict[str, dict[str, ChoiceScores]] = {}
         for member in members:
-            done = {k: ChoiceScores.model_validate(v) for k, v in cache.load(f"scores.{member.name}").items()}
+            done = cached_scores(cache, member.name)
             todo = [i for i in items if i.id not in done]
             step = progress(f"scoring with {member.name}", len(items))
             for _ in range(len(items) - len(todo)):
@@ -100,6 +100,11 @@ def collect(
     answer_items = [i for i in dataset.items if isinstance(i, AnswerItem)]
     step = progress("answering and verifying", len(answer_items))
     return {}, dict(record_answers(answer_items, members, out, seed=seed, verified=verified, step=step))
+
+
+def cached_scores(cache: ResultCache, member: str) -> dict[str, ChoiceScores]:
+    """A member's choice scores that `collect` cached, by item id."""
+    return {k: ChoiceScores.model_validate(v) for k, v in cache.load(f"scores.{member}").items()}
 
 
 def tune(
