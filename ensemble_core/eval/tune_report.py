@@ -71,7 +71,8 @@ def plot(summary: TuneSummary, path: Path) -> Path:
             s=120 if r.on_frontier else 40,
             zorder=3,
         )
-        ax.annotate(r.label.split(" (")[0], (r.test_cpu_s, 100 * r.test_accuracy), fontsize="x-small")
+    for (cost, accuracy), labels in _labels_by_point(summary).items():
+        ax.annotate(" = ".join(labels), (cost, accuracy), fontsize="x-small")
     front = sorted((r for r in summary.rows if r.on_frontier), key=lambda r: r.test_cpu_s)
     ax.step(
         [r.test_cpu_s for r in front],
@@ -90,6 +91,20 @@ def plot(summary: TuneSummary, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _labels_by_point(summary: TuneSummary) -> dict[tuple[float, float], list[str]]:
+    """One label per plotted point, naming every method that lands on it (a member stacked alone often
+    lands on the member raw), so labels do not print over each other."""
+    points: dict[tuple[float, float], list[str]] = {}
+    for r in summary.rows:
+        name = r.label.split(" (")[0]
+        if name == "choice-ensemble":
+            name = r.label[len("choice-ensemble (") : -1]
+        names = points.setdefault((round(r.test_cpu_s, 2), round(100 * r.test_accuracy, 1)), [])
+        if name not in names:
+            names.append(name)
+    return points
 
 
 def write(summary: TuneSummary, out: Path) -> Path:

@@ -135,15 +135,17 @@ def tune_choices(
         lambda s: (_uniform(s, members), every(s)),
     )
     for kind in ("calibrated", "stacked"):
-        fitted = _best_subset(dev_scores, dev_gold, members, kind, seed)
-        spend = cost_of(fitted.members)
+        combined = _best_subset(dev_scores, dev_gold, members, kind, seed)
+        if combined is None:
+            continue
+        spend = cost_of(combined.members)
         add(
-            f"choice-ensemble ({kind}: {'+'.join(fitted.members)})",
+            f"choice-ensemble ({kind}: {'+'.join(combined.members)})",
             "ensemble",
-            fitted.members,
-            lambda s, f=fitted, spend=spend: (f.predict(s), spend(s)),
-            details={"weights": dict(zip(_feature_names(fitted), fitted.logit.weights, strict=True))},
-            strategy=_fusion_config(fitted) if kind == "calibrated" else None,
+            combined.members,
+            lambda s, f=combined, spend=spend: (f.predict(s), spend(s)),
+            details={"weights": dict(zip(_feature_names(combined), combined.logit.weights, strict=True))},
+            strategy=_fusion_config(combined) if kind == "calibrated" else None,
         )
     forms = {m: _member_form(dev_scores, dev_gold, alone[m], seed) for m in members}
     for order in _cascade_orders(members, dev_scores):
@@ -174,12 +176,10 @@ def _feature_names(fitted: FittedCombination) -> list[str]:
 
 
 def _fusion_config(fitted: FittedCombination) -> dict[str, Any]:
-    """The same log-linear weights at generation time: token fusion mixing log-probabilities."""
-    raw = {
-        m: max(w / s, 0.0)
-        for m, w, s in zip(fitted.members, fitted.logit.weights, fitted.logit.scale, strict=True)
-    }
-    total = sum(raw.values()) or 1.0
+    """The same log-linear weights at generation time: token fusion mixing log-probabilities (every weight is
+    positive: `_best_subset` keeps no other calibrated fit)."""
+    raw = {m: w / s for m, w, s in zip(fitted.members, fitted.logit.weights, fitted.logit.scale, strict=True)}
+    total = sum(raw.values())
     weights = {m: round(w / total, 4) for m, w in raw.items()}
     return {
         "name": "token-fusion",
@@ -202,12 +202,21 @@ def _cross_validated_accuracy(
 
 def _best_subset(
     dev: Sequence[MemberScores], gold: Sequence[int], members: Sequence[str], kind: FeatureKind, seed: int
-) -> FittedCombination:
+) -> FittedCombination | None:
     """The fitted combination of the subset (two members or more) with the best dev accuracy, fitted on dev
-    folds and judged on the held-out fold (so the choice of subset sees no test item either)."""
+    folds and judged on the held-out fold (so the choice of subset sees no test item either).
+
+    A calibrated fit runs at generation time as token fusion, whose weights mix distributions and cannot be
+    negative, so a calibrated subset in which a member's fitted weight is not positive (the fit subtracts
+    that member's scores, which only choice scoring can do) is left out; None when no subset is left."""
     subsets = [list(c) for k in range(2, len(members) + 1) for c in itertools.combinations(members, k)]
-    best = max(subsets, key=lambda subset: _cross_validated_accuracy(dev, gold, subset, kind, seed))
-    return FittedCombination.fit(dev, gold, best, kind, seed)
+    fits = {tuple(subset): FittedCombination.fit(dev, gold, subset, kind, seed) for subset in subsets}
+    if kind == "calibrated":
+        fits = {subset: f for subset, f in fits.items() if min(f.logit.weights) > 0}
+    if not fits:
+        return None
+    best = max(fits, key=lambda subset: _cross_validated_accuracy(dev, gold, subset, kind, seed))
+    return fits[best]
 
 
 def _member_form(

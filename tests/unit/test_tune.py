@@ -97,6 +97,35 @@ def test_fits_see_only_dev_items_and_every_method_is_judged_on_all_test_items(tm
     assert cascade.members == ["weak", "good"] and 0.1 <= cascade.test_cost_mean <= 1.1
 
 
+def test_a_calibrated_fit_that_subtracts_a_member_is_not_offered_as_token_fusion(tmp_path):
+    """ "amateur" shares "expert"'s bias towards some choices without its knowledge, so the best log-linear
+    fit subtracts it (a negative weight); token fusion cannot run that, so no calibrated row keeps it."""
+    data = tmp_path / "mc.jsonl"
+    rows = [{"question": f"q{i}?", "choices": list("abcd"), "gold": i % 4} for i in range(200)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    split = Split(part="both", dev_size=100, test_size=100)
+    items = load_dataset(str(data), split=split).items
+    dev_ids, test_ids = split.ids(items)
+    rng = np.random.default_rng(3)
+    scores: dict[str, dict[str, ChoiceScores]] = {"expert": {}, "amateur": {}, "peer": {}}
+    for it in items:
+        bias = rng.normal(scale=2.0, size=4)
+        knows = np.eye(4)[it.gold] * 1.5
+        scores["expert"][it.id] = _scores(list(bias + knows + rng.normal(scale=0.3, size=4)), 1.0)
+        scores["amateur"][it.id] = _scores(list(bias + rng.normal(scale=0.3, size=4)), 0.2)
+        scores["peer"][it.id] = _scores(list(knows + rng.normal(scale=1.0, size=4)), 0.5)
+    dev = [i for i in items if i.id in dev_ids]
+    test = [i for i in items if i.id in test_ids]
+    methods = tune_choices(dev, test, scores, ["expert", "amateur", "peer"], embed=_embed)
+    stacked = next(m for m in methods if m.label.startswith("choice-ensemble (stacked"))
+    assert "amateur" in stacked.members
+    assert stacked.details["weights"]["amateur per-char"] < 0
+    calibrated = next(m for m in methods if m.label.startswith("choice-ensemble (calibrated"))
+    assert "amateur" not in calibrated.members
+    assert calibrated.strategy is not None and calibrated.strategy["name"] == "token-fusion"
+    assert all(w > 0 for w in calibrated.strategy["params"]["weights"].values())
+
+
 def test_an_answer_set_is_tuned_from_records_and_the_chosen_config_builds(tmp_path):
     data = tmp_path / "qa.jsonl"
     rows = [{"question": f"What is {i}+0?", "answers": [str(i)]} for i in range(30)]
