@@ -83,7 +83,8 @@ def tune_choices(
 ) -> list[TunedMethod]:
     """Every member alone, raw and stacked on its own features (so an ensemble's gain over the best member is
     told apart from what one member gains by tuning its length normalisation), the uniform choice-ensemble,
-    calibrated and stacked combinations (their members chosen on dev), and cascades (escalating on each
+    calibrated (positive weights), contrastive (the best calibrated fit, when it subtracts a member) and
+    stacked combinations (their members chosen on dev), and cascades (escalating on each
     member's fitted confidence, thresholds fitted on dev) and the learned router over the members in the
     form chosen for each on dev (calibrated or stacked alone), each judged on test."""
     dev_scores = [{m: scores[m][item.id] for m in members} for item in dev]
@@ -134,18 +135,23 @@ def tune_choices(
         members,
         lambda s: (_uniform(s, members), every(s)),
     )
-    for kind in ("calibrated", "stacked"):
-        combined = _best_subset(dev_scores, dev_gold, members, kind, seed)
+    signed = _best_subset(dev_scores, dev_gold, members, "calibrated", seed, positive=False)
+    combinations = {
+        "calibrated": _best_subset(dev_scores, dev_gold, members, "calibrated", seed, positive=True),
+        "contrastive": signed if signed is not None and min(signed.logit.weights) <= 0 else None,
+        "stacked": _best_subset(dev_scores, dev_gold, members, "stacked", seed, positive=False),
+    }
+    for name, combined in combinations.items():
         if combined is None:
             continue
         spend = cost_of(combined.members)
         add(
-            f"choice-ensemble ({kind}: {'+'.join(combined.members)})",
+            f"choice-ensemble ({name}: {'+'.join(combined.members)})",
             "ensemble",
             combined.members,
             lambda s, f=combined, spend=spend: (f.predict(s), spend(s)),
             details={"weights": dict(zip(_feature_names(combined), combined.logit.weights, strict=True))},
-            strategy=_fusion_config(combined) if kind == "calibrated" else None,
+            strategy=_fusion_config(combined) if name == "calibrated" else None,
         )
     forms = {m: _member_form(dev_scores, dev_gold, alone[m], seed) for m in members}
     for order in _cascade_orders(members, dev_scores):
@@ -177,7 +183,7 @@ def _feature_names(fitted: FittedCombination) -> list[str]:
 
 def _fusion_config(fitted: FittedCombination) -> dict[str, Any]:
     """The same log-linear weights at generation time: token fusion mixing log-probabilities (every weight is
-    positive: `_best_subset` keeps no other calibrated fit)."""
+    positive: the calibrated fit is chosen among positive ones)."""
     raw = {m: w / s for m, w, s in zip(fitted.members, fitted.logit.weights, fitted.logit.scale, strict=True)}
     total = sum(raw.values())
     weights = {m: round(w / total, 4) for m, w in raw.items()}
@@ -201,17 +207,23 @@ def _cross_validated_accuracy(
 
 
 def _best_subset(
-    dev: Sequence[MemberScores], gold: Sequence[int], members: Sequence[str], kind: FeatureKind, seed: int
+    dev: Sequence[MemberScores],
+    gold: Sequence[int],
+    members: Sequence[str],
+    kind: FeatureKind,
+    seed: int,
+    *,
+    positive: bool,
 ) -> FittedCombination | None:
     """The fitted combination of the subset (two members or more) with the best dev accuracy, fitted on dev
     folds and judged on the held-out fold (so the choice of subset sees no test item either).
 
-    A calibrated fit runs at generation time as token fusion, whose weights mix distributions and cannot be
-    negative, so a calibrated subset in which a member's fitted weight is not positive (the fit subtracts
-    that member's scores, which only choice scoring can do) is left out; None when no subset is left."""
+    `positive` keeps only subsets in which every fitted weight is positive: token fusion, which runs a
+    calibrated fit at generation time, mixes distributions and cannot subtract a member's scores (a
+    "contrastive" fit, which only choice scoring runs). None when no subset is left."""
     subsets = [list(c) for k in range(2, len(members) + 1) for c in itertools.combinations(members, k)]
     fits = {tuple(subset): FittedCombination.fit(dev, gold, subset, kind, seed) for subset in subsets}
-    if kind == "calibrated":
+    if positive:
         fits = {subset: f for subset, f in fits.items() if min(f.logit.weights) > 0}
     if not fits:
         return None

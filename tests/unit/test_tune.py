@@ -99,7 +99,8 @@ def test_fits_see_only_dev_items_and_every_method_is_judged_on_all_test_items(tm
 
 def test_a_calibrated_fit_that_subtracts_a_member_is_not_offered_as_token_fusion(tmp_path):
     """ "amateur" shares "expert"'s bias towards some choices without its knowledge, so the best log-linear
-    fit subtracts it (a negative weight); token fusion cannot run that, so no calibrated row keeps it."""
+    fit subtracts it (a negative weight); token fusion cannot run that, so it is reported as contrastive,
+    with no strategy, and the calibrated row keeps positive weights only."""
     data = tmp_path / "mc.jsonl"
     rows = [{"question": f"q{i}?", "choices": list("abcd"), "gold": i % 4} for i in range(200)]
     data.write_text("\n".join(json.dumps(r) for r in rows))
@@ -117,9 +118,9 @@ def test_a_calibrated_fit_that_subtracts_a_member_is_not_offered_as_token_fusion
     dev = [i for i in items if i.id in dev_ids]
     test = [i for i in items if i.id in test_ids]
     methods = tune_choices(dev, test, scores, ["expert", "amateur", "peer"], embed=_embed)
-    stacked = next(m for m in methods if m.label.startswith("choice-ensemble (stacked"))
-    assert "amateur" in stacked.members
-    assert stacked.details["weights"]["amateur per-char"] < 0
+    contrastive = next(m for m in methods if m.label.startswith("choice-ensemble (contrastive"))
+    assert "amateur" in contrastive.members and contrastive.strategy is None
+    assert contrastive.details["weights"]["amateur per-char"] < 0
     calibrated = next(m for m in methods if m.label.startswith("choice-ensemble (calibrated"))
     assert "amateur" not in calibrated.members
     assert calibrated.strategy is not None and calibrated.strategy["name"] == "token-fusion"
