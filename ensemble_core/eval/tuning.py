@@ -135,11 +135,11 @@ def tune_choices(
         members,
         lambda s: (_uniform(s, members), every(s)),
     )
-    signed = _best_subset(dev_scores, dev_gold, members, "calibrated", seed, positive=False)
+    calibrated = _ranked_subsets(dev_scores, dev_gold, members, "calibrated", seed)
     combinations = {
-        "calibrated": _best_subset(dev_scores, dev_gold, members, "calibrated", seed, positive=True),
-        "contrastive": signed if signed is not None and min(signed.logit.weights) <= 0 else None,
-        "stacked": _best_subset(dev_scores, dev_gold, members, "stacked", seed, positive=False),
+        "calibrated": next((f for f in calibrated if min(f.logit.weights) > 0), None),
+        "contrastive": calibrated[0] if min(calibrated[0].logit.weights) <= 0 else None,
+        "stacked": _ranked_subsets(dev_scores, dev_gold, members, "stacked", seed)[0],
     }
     for name, combined in combinations.items():
         if combined is None:
@@ -183,7 +183,7 @@ def _feature_names(fitted: FittedCombination) -> list[str]:
 
 def _fusion_config(fitted: FittedCombination) -> dict[str, Any]:
     """The same log-linear weights at generation time: token fusion mixing log-probabilities (every weight is
-    positive: the calibrated fit is chosen among positive ones)."""
+    positive: the calibrated row is chosen among positive fits)."""
     raw = {m: w / s for m, w, s in zip(fitted.members, fitted.logit.weights, fitted.logit.scale, strict=True)}
     total = sum(raw.values())
     weights = {m: round(w / total, 4) for m, w in raw.items()}
@@ -206,29 +206,20 @@ def _cross_validated_accuracy(
     return right / len(dev)
 
 
-def _best_subset(
-    dev: Sequence[MemberScores],
-    gold: Sequence[int],
-    members: Sequence[str],
-    kind: FeatureKind,
-    seed: int,
-    *,
-    positive: bool,
-) -> FittedCombination | None:
-    """The fitted combination of the subset (two members or more) with the best dev accuracy, fitted on dev
-    folds and judged on the held-out fold (so the choice of subset sees no test item either).
+def _ranked_subsets(
+    dev: Sequence[MemberScores], gold: Sequence[int], members: Sequence[str], kind: FeatureKind, seed: int
+) -> list[FittedCombination]:
+    """The combination of every subset (two members or more) fitted on dev, best dev accuracy first, each
+    subset judged with folds fitted on the other dev items (so the choice of subset sees no test item either).
 
-    `positive` keeps only subsets in which every fitted weight is positive: token fusion, which runs a
-    calibrated fit at generation time, mixes distributions and cannot subtract a member's scores (a
-    "contrastive" fit, which only choice scoring runs). None when no subset is left."""
+    Token fusion, which runs a calibrated fit at generation time, mixes distributions and cannot subtract a
+    member's scores, so the calibrated row takes the best fit whose weights are all positive, and a better
+    one that subtracts a member (a "contrastive" fit, which only choice scoring runs) is reported apart."""
     subsets = [list(c) for k in range(2, len(members) + 1) for c in itertools.combinations(members, k)]
-    fits = {tuple(subset): FittedCombination.fit(dev, gold, subset, kind, seed) for subset in subsets}
-    if positive:
-        fits = {subset: f for subset, f in fits.items() if min(f.logit.weights) > 0}
-    if not fits:
-        return None
-    best = max(fits, key=lambda subset: _cross_validated_accuracy(dev, gold, subset, kind, seed))
-    return fits[best]
+    ranked = sorted(
+        subsets, key=lambda subset: _cross_validated_accuracy(dev, gold, subset, kind, seed), reverse=True
+    )
+    return [FittedCombination.fit(dev, gold, subset, kind, seed) for subset in ranked]
 
 
 def _member_form(
