@@ -91,16 +91,19 @@ def member_alignment(members: Sequence[Member]) -> Alignment:
     return cached_alignment(tokenizers, [m.eos_ids() for m in members])  # type: ignore[attr-defined]
 
 
+MixerFactory = Callable[[Alignment], Mixer]
+
+
 class FusedDecoding:
     """Decode `requests` together with `members`, mixing with per-row `weights` ([rows, members], rows sum to
-    1)."""
+    1): by a `Mixing` rule, or by the mixer a factory makes for the members' alignment (contrastive)."""
 
     def __init__(
         self,
         members: Sequence[Member],
         requests: Sequence[Request],
         weights: torch.Tensor,
-        mixing: Mixing,
+        mixing: Mixing | MixerFactory,
         trace_tokens: bool = False,
         open_session: Callable[[Member, list[str]], StepSession] | None = None,
     ):
@@ -109,7 +112,7 @@ class FusedDecoding:
         self.requests = list(requests)
         self.weights = weights.float()
         self.alignment = member_alignment(self.members)
-        self.mixer = Mixer(self.alignment, mixing)
+        self.mixer = mixing(self.alignment) if callable(mixing) else Mixer(self.alignment, mixing)
         self.errors: dict[str, str] = {}
         self.timing = Timing(forward_s={m.name: 0.0 for m in self.members})
         rows = len(self.requests)
@@ -201,7 +204,12 @@ class FusedDecoding:
             mixed = time.perf_counter()
             self.timing.mix_s += mixed - start
             picks = choose_constrained(
-                scores.cpu() if sampling else scores, params, generators, constrained, alive, sampling
+                scores.cpu() if sampling else scores,
+                params,
+                generators,
+                constrained,
+                alive,
+                self.mixer.log_space(as_log=sampling),
             )
             self.timing.constrain_s += time.perf_counter() - mixed
             deltas = [""] * len(self.requests)

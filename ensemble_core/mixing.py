@@ -9,6 +9,7 @@ grammar allows (`UnionConstraint`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -24,6 +25,8 @@ Mixing = Literal["prob", "logit"]
 # log of the smallest probability a member is taken to give a token it lacks or rules out (logit mixing):
 # finite, so a weight of 0 removes a member exactly instead of giving 0 * -inf = nan.
 _LOG_FLOOR = -69.0
+# what a token under the plausibility cut loses (contrastive): it ranks under every token above the cut
+_BELOW_CUT = -1e4
 # a constrained row whose chosen token a member cannot spell validly chooses again, at most this often
 _MAX_RETRIES = 64
 
@@ -89,10 +92,62 @@ class Mixer:
         assert total is not None, "at least one member has a non-zero weight"
         return total.log_() if self.mixing == "prob" and as_log else total
 
+    def log_space(self, as_log: bool) -> bool:
+        """Whether `mix(..., as_log)` returns log-space scores (then a masked token must sink under all)."""
+        return as_log or self.mixing == "logit"
+
     def top(self, member: int, logprobs: torch.Tensor) -> list[int]:
         """Each row's most likely token of one member, as union ids (who agreed with the choice)."""
         best = self.own(member, logprobs).argmax(-1).cpu()
         return self.alignment.to_union[member][best].tolist()
+
+    def union_logprobs(self, member: int, logprobs: torch.Tensor) -> torch.Tensor:
+        """A member's log-probabilities [rows, union]; -inf for the union tokens it lacks."""
+        lp = self.own(member, logprobs)
+        if self.alignment.identity[member]:
+            return torch.nn.functional.pad(lp, (0, self.alignment.size - lp.shape[-1]), value=float("-inf"))
+        return self._project(member, lp.exp()).log_()
+
+
+class ContrastiveMixer(Mixer):
+    """Contrastive decoding (Li et al. 2023; O'Brien and Lewis 2023): the expert's log-probabilities minus
+    the amateurs', (1 + beta) log p_expert - beta * sum_a share_a log p_a, with the weights given as
+    [1 + beta, -beta * share_a] per row, among the tokens the expert gives at least `alpha` times its top
+    probability (the plausibility cut: what the amateur gets wrong only matters where the expert is sure
+    enough). Below the cut every token keeps its place by the expert's own probability, under every plausible
+    one, so a grammar that rules out all plausible tokens still gets the expert's best allowed token. Where
+    an amateur lacks a union token (it would spell it in several ids), it does not contrast that token. Once
+    the expert has failed, the amateurs left are mixed as `logit` token fusion."""
+
+    def __init__(self, alignment: Alignment, expert: int, alpha: float):
+        super().__init__(alignment, "logit")
+        self.expert = expert
+        self.log_alpha = math.log(alpha)
+
+    def mix(
+        self,
+        logprobs: Sequence[torch.Tensor],
+        members: Sequence[int],
+        weights: torch.Tensor,
+        as_log: bool = True,
+    ) -> torch.Tensor:
+        if self.expert not in members:
+            return super().mix(logprobs, members, weights, as_log)
+        device = logprobs[0].device
+        weights = weights.to(device)
+        column = list(members).index(self.expert)
+        expert = self.union_logprobs(self.expert, logprobs[column].to(device))
+        total = expert * weights[:, column : column + 1]
+        for other, (member, lp) in enumerate(zip(members, logprobs, strict=True)):
+            if member == self.expert:
+                continue
+            amateur = self.union_logprobs(member, lp.to(device))
+            total.add_(torch.where(amateur.isneginf(), expert, amateur) * weights[:, other : other + 1])
+        plausible = expert >= expert.max(-1, keepdim=True).values + self.log_alpha
+        return torch.where(plausible, total, expert + _BELOW_CUT)
+
+    def log_space(self, as_log: bool) -> bool:
+        return True
 
 
 def choose(

@@ -83,6 +83,16 @@ def qwen05():
 
 
 @pytest.fixture(scope="session")
+def qwen15():
+    """The packaged Qwen2.5-Coder-1.5B-Instruct, the strongest member, loaded once for the session."""
+    from ensemble_core.members.packaged import qwen15
+
+    member = qwen15()
+    member.load()
+    return member
+
+
+@pytest.fixture(scope="session")
 def small_pair(smollm2, gemma3):
     return [smollm2, gemma3]
 

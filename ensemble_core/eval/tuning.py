@@ -151,7 +151,7 @@ def tune_choices(
             combined.members,
             lambda s, f=combined, spend=spend: (f.predict(s), spend(s)),
             details={"weights": dict(zip(_feature_names(combined), combined.logit.weights, strict=True))},
-            strategy=_fusion_config(combined) if name == "calibrated" else None,
+            strategy=_deployed(name, combined),
         )
     forms = {m: _member_form(dev_scores, dev_gold, alone[m], seed) for m in members}
     for order in _cascade_orders(members, dev_scores):
@@ -181,10 +181,49 @@ def _feature_names(fitted: FittedCombination) -> list[str]:
     return [f"{m} {p}" for m in fitted.members for p in per]
 
 
+def _deployed(name: str, fitted: FittedCombination) -> dict[str, Any] | None:
+    """The strategy that runs a fitted combination at generation time, or None (stacking has none)."""
+    if name == "calibrated":
+        return _fusion_config(fitted)
+    if name == "contrastive":
+        return _contrastive_config(fitted)
+    return None
+
+
+def _per_char_weights(fitted: FittedCombination) -> dict[str, float]:
+    """Each member's weight on its per-character log-likelihood (the fitted weight over the feature's
+    scale)."""
+    return {
+        m: w / s for m, w, s in zip(fitted.members, fitted.logit.weights, fitted.logit.scale, strict=True)
+    }
+
+
+def _contrastive_config(fitted: FittedCombination) -> dict[str, Any] | None:
+    """The signed fit as contrastive decoding: w_e log p_e - sum_a |w_a| log p_a ranks choices as
+    (1 + beta) log p_e - beta sum_a share_a log p_a with beta = sum |w_a| / (w_e - sum |w_a|). None when more
+    than one member is added, or the subtracted weights outweigh the expert's (no beta gives that ranking)."""
+    raw = _per_char_weights(fitted)
+    experts = [m for m, w in raw.items() if w > 0]
+    amateurs = {m: -w for m, w in raw.items() if w < 0}
+    subtracted = sum(amateurs.values())
+    if len(experts) != 1 or not amateurs or raw[experts[0]] <= subtracted:
+        return None
+    beta = subtracted / (raw[experts[0]] - subtracted)
+    return {
+        "name": "contrastive",
+        "params": {
+            "members": list(amateurs),
+            "expert": experts[0],
+            "beta": round(beta, 4),
+            "shares": {m: round(w / subtracted, 4) for m, w in amateurs.items()},
+        },
+    }
+
+
 def _fusion_config(fitted: FittedCombination) -> dict[str, Any]:
     """The same log-linear weights at generation time: token fusion mixing log-probabilities (every weight is
     positive: the calibrated row is chosen among positive fits)."""
-    raw = {m: w / s for m, w, s in zip(fitted.members, fitted.logit.weights, fitted.logit.scale, strict=True)}
+    raw = _per_char_weights(fitted)
     total = sum(raw.values())
     weights = {m: round(w / total, 4) for m, w in raw.items()}
     return {
@@ -214,7 +253,8 @@ def _ranked_subsets(
 
     Token fusion, which runs a calibrated fit at generation time, mixes distributions and cannot subtract a
     member's scores, so the calibrated row takes the best fit whose weights are all positive, and a better
-    one that subtracts a member (a "contrastive" fit, which only choice scoring runs) is reported apart."""
+    one that subtracts a member (a "contrastive" fit, run at generation time by contrastive decoding) is
+    reported apart."""
     subsets = [list(c) for k in range(2, len(members) + 1) for c in itertools.combinations(members, k)]
     ranked = sorted(
         subsets, key=lambda subset: _cross_validated_accuracy(dev, gold, subset, kind, seed), reverse=True

@@ -21,6 +21,7 @@ STRATEGIES: dict[str, str] = {
     "span-fusion": "ensemble_core.strategies.span_fusion:SpanFusion",
     "step-fusion": "ensemble_core.strategies.step_fusion:StepFusion",
     "token-fusion": "ensemble_core.strategies.token_fusion:TokenFusion",
+    "contrastive": "ensemble_core.strategies.contrastive:Contrastive",
     "speculative": "ensemble_core.strategies.speculative:Speculative",
     "rule-router": "ensemble_core.strategies.rule_router:RuleRouter",
     "semantic-router": "ensemble_core.strategies.semantic_router:SemanticRouter",

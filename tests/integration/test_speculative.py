@@ -31,8 +31,8 @@ def _packaged(model: str, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def qwen_pair():
-    return _packaged("qwen05"), _packaged("qwen15")
+def qwen_pair(qwen05, qwen15):
+    return qwen05, qwen15
 
 
 @pytest.mark.slow

@@ -23,11 +23,11 @@ from ensemble_core.members.tool_parsing import (
     repeats_answered_calls,
 )
 from ensemble_core.mixing import UnionConstraint
-from ensemble_core.strategies import TokenFusion
+from ensemble_core.strategies import Contrastive, TokenFusion
 from ensemble_core.types import Message, Request, ResponseFormat, ToolCall, ToolSpec
 from langchain_ensemble import EnsembleChatModel
 from llamaindex_ensemble import EnsembleLLM
-from tests.unit.test_token_fusion import MERGES
+from tests.unit.conftest import MERGES
 from tests.unit.tiny_models import byte_tokenizer, tiny_llama
 
 WEATHER = ToolSpec(
@@ -248,17 +248,27 @@ def test_union_tokens_a_member_lacks_are_checked_by_its_own_spelling(roomy, room
     assert alignment.from_union[0][he] == -1 and not constraint.fits([0, 1], he)
 
 
+FUSED = {
+    "prob": lambda: TokenFusion(),
+    "logit": lambda: TokenFusion(mixing="logit"),  # log-space scores: a masked token must sink under all
+    "contrastive": lambda: Contrastive(beta=1.0),
+}
+
+
+@pytest.mark.parametrize("method", sorted(FUSED))
 @pytest.mark.parametrize("pair", ["shared", "cross"])
-def test_token_fusion_honours_a_forced_call_in_the_union_vocabulary(roomy, roomy_merged, tmp_path, pair):
+def test_fused_decoding_honours_a_forced_call_in_the_union_vocabulary(
+    roomy, roomy_merged, tmp_path, pair, method
+):
     other = (
         HFMember(tiny_llama(tmp_path / "b", seed=1, max_positions=2048), name="roomy_b")
         if pair == "shared"
         else roomy_merged
     )
-    result = Ensemble([roomy, other], TokenFusion()).run("weather?", tools=[WEATHER], tool_choice="required")
+    ensemble = Ensemble([roomy, other], FUSED[method]())
+    result = ensemble.run("weather?", tools=[WEATHER], tool_choice="required")
     assert result.finish_reason == "tool_calls" and result.trace.details["constrained"] is True
     assert result.tool_calls[0].arguments["city"] in ("Paris", "Rome")
-    ensemble = Ensemble([roomy, other], TokenFusion())
     fmt = ResponseFormat(type="json_schema", json_schema=CHOICE)
     request = ensemble.request("ok?", max_tokens=40).model_copy(update={"response_format": fmt})
     validate(json.loads(run_sync(ensemble.arun_request(request)).text), CHOICE)

@@ -20,6 +20,7 @@ STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
     "rule-router": {"default": "tiny-b"},
     "perplexity-router": {},
     "token-fusion": {},
+    "contrastive": {},
     "speculative": {},
     "span-fusion": {},
     "step-fusion": {},

@@ -18,27 +18,8 @@ from ensemble_core.mixing import Mixer
 from ensemble_core.scoring.packllm import FusedPromptPerplexity
 from ensemble_core.strategies import TokenFusion
 from ensemble_core.strategies.token_fusion import prompt_text
-from tests.unit.tiny_models import byte_tokenizer, tiny_llama
 
 PROMPT = "hello there"
-MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("l", "l"), ("e", "r"), ("Ġ", "a"), ("o", "n")]
-
-
-@pytest.fixture(scope="module")
-def tiny_pair(tmp_path_factory, tiny_member):
-    """Two tiny models sharing the byte tokenizer."""
-    other = HFMember(tiny_llama(tmp_path_factory.mktemp("tiny-b"), seed=1), name="tiny_b")
-    return [tiny_member, other]
-
-
-@pytest.fixture(scope="module")
-def merged_member(tmp_path_factory):
-    """A tiny model whose tokenizer differs from the byte tokenizer: it has tokens (" the", "ll") that the
-    plain byte tokenizer lacks, and its special tokens sit at other ids."""
-    folder = tiny_llama(
-        tmp_path_factory.mktemp("tiny-merged"), seed=2, tokenizer=byte_tokenizer(merges=MERGES)
-    )
-    return HFMember(folder, name="merged")
 
 
 def fused(members, **fields) -> Ensemble:
@@ -166,14 +147,8 @@ def test_fixed_weights_must_name_fused_members(tiny_pair):
         Ensemble(tiny_pair, "token-fusion", weights={"tiny": 0.0})
 
 
-class _Broken(HFMember):
-    def step_session(self, prompts):
-        raise RuntimeError("no cache today")
-
-
-def test_a_failing_member_is_dropped_and_the_trace_says_why(tiny_member, tiny_model_dir):
-    broken = _Broken(tiny_model_dir, name="broken")
-    result = fused([tiny_member, broken]).run(PROMPT, max_tokens=8)
+def test_a_failing_member_is_dropped_and_the_trace_says_why(tiny_member, broken_stepper):
+    result = fused([tiny_member, broken_stepper]).run(PROMPT, max_tokens=8)
     alone = tiny_member.generate(
         Ensemble([tiny_member], "single", member="tiny").request(PROMPT, max_tokens=8)
     )

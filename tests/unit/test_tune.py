@@ -19,6 +19,7 @@ from ensemble_core.eval.tune import choose, summarise, tune, write_config
 from ensemble_core.eval.tune_report import markdown
 from ensemble_core.eval.tuning import routed, tune_choices
 from ensemble_core.members.scripted import ScriptedMember
+from ensemble_core.strategies import build_strategy
 
 
 def _noop(_description: str, _total: int):
@@ -97,16 +98,9 @@ def test_fits_see_only_dev_items_and_every_method_is_judged_on_all_test_items(tm
     assert cascade.members == ["weak", "good"] and 0.1 <= cascade.test_cost_mean <= 1.1
 
 
-def test_a_calibrated_fit_that_subtracts_a_member_is_not_offered_as_token_fusion(tmp_path):
-    """ "amateur" shares "expert"'s bias towards some choices without its knowledge, so the best log-linear
-    fit subtracts it (a negative weight); token fusion cannot run that, so it is reported as contrastive,
-    with no strategy, and the calibrated row keeps positive weights only."""
-    data = tmp_path / "mc.jsonl"
-    rows = [{"question": f"q{i}?", "choices": list("abcd"), "gold": i % 4} for i in range(200)]
-    data.write_text("\n".join(json.dumps(r) for r in rows))
-    split = Split(part="both", dev_size=100, test_size=100)
-    items = load_dataset(str(data), split=split).items
-    dev_ids, test_ids = split.ids(items)
+def _biased_scores(items, with_peer: bool) -> dict[str, dict[str, ChoiceScores]]:
+    """ "amateur" shares "expert"'s bias towards some choices without its knowledge; "peer" knows less than
+    the expert and has no bias."""
     rng = np.random.default_rng(3)
     scores: dict[str, dict[str, ChoiceScores]] = {"expert": {}, "amateur": {}, "peer": {}}
     for it in items:
@@ -115,16 +109,51 @@ def test_a_calibrated_fit_that_subtracts_a_member_is_not_offered_as_token_fusion
         scores["expert"][it.id] = _scores(list(bias + knows + rng.normal(scale=0.3, size=4)), 1.0)
         scores["amateur"][it.id] = _scores(list(bias + rng.normal(scale=0.3, size=4)), 0.2)
         scores["peer"][it.id] = _scores(list(knows + rng.normal(scale=1.0, size=4)), 0.5)
-    dev = [i for i in items if i.id in dev_ids]
-    test = [i for i in items if i.id in test_ids]
+    return scores if with_peer else {m: scores[m] for m in ("expert", "amateur")}
+
+
+def _split_items(tmp_path):
+    data = tmp_path / "mc.jsonl"
+    rows = [{"question": f"q{i}?", "choices": list("abcd"), "gold": i % 4} for i in range(200)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    split = Split(part="both", dev_size=100, test_size=100)
+    items = load_dataset(str(data), split=split).items
+    dev_ids, test_ids = split.ids(items)
+    return [i for i in items if i.id in dev_ids], [i for i in items if i.id in test_ids]
+
+
+def test_a_calibrated_fit_that_subtracts_a_member_is_not_offered_as_token_fusion(tmp_path):
+    """The best log-linear fit subtracts the amateur (a negative weight); token fusion cannot run that, so
+    it is reported as contrastive, and the calibrated row keeps positive weights only."""
+    dev, test = _split_items(tmp_path)
+    scores = _biased_scores(dev + test, with_peer=True)
     methods = tune_choices(dev, test, scores, ["expert", "amateur", "peer"], embed=_embed)
     contrastive = next(m for m in methods if m.label.startswith("choice-ensemble (contrastive"))
-    assert "amateur" in contrastive.members and contrastive.strategy is None
+    assert "amateur" in contrastive.members
     assert contrastive.details["weights"]["amateur per-char"] < 0
     calibrated = next(m for m in methods if m.label.startswith("choice-ensemble (calibrated"))
     assert "amateur" not in calibrated.members
     assert calibrated.strategy is not None and calibrated.strategy["name"] == "token-fusion"
     assert all(w > 0 for w in calibrated.strategy["params"]["weights"].values())
+
+
+def test_a_contrastive_fit_is_written_as_contrastive_decoding_that_ranks_choices_the_same(tmp_path):
+    """The signed fit of expert and amateur becomes `contrastive` with the beta whose (1 + beta) expert -
+    beta amateur ranks every test item's choices as the fit does."""
+    dev, test = _split_items(tmp_path)
+    scores = _biased_scores(dev + test, with_peer=False)
+    methods = tune_choices(dev, test, scores, ["expert", "amateur"], embed=_embed)
+    fit = next(m for m in methods if m.label.startswith("choice-ensemble (contrastive"))
+    assert fit.strategy is not None and fit.strategy["name"] == "contrastive"
+    params = fit.strategy["params"]
+    assert params["expert"] == "expert" and params["members"] == ["amateur"] and params["beta"] > 0
+    beta = params["beta"]
+    for item, right in zip(test, fit.test_correct, strict=True):
+        expert = np.asarray(scores["expert"][item.id].normalised("chars"))
+        amateur = np.asarray(scores["amateur"][item.id].normalised("chars"))
+        assert (int(np.argmax((1 + beta) * expert - beta * amateur)) == item.gold) == right
+    assert fit.test_accuracy > next(m for m in methods if m.label == "single:expert").test_accuracy
+    assert build_strategy(fit.strategy["name"], params).expert == "expert"
 
 
 def test_an_answer_set_is_tuned_from_records_and_the_chosen_config_builds(tmp_path):
