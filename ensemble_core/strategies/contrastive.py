@@ -21,7 +21,7 @@ from ensemble_core.members.base import Member
 from ensemble_core.mixing import ContrastiveMixer, Mixer
 from ensemble_core.run_context import RunContext
 from ensemble_core.strategies.base import resolve_member
-from ensemble_core.strategies.fused_strategy import FusedDecodingStrategy
+from ensemble_core.strategies.fused_strategy import FusedDecodingStrategy, require_known
 from ensemble_core.types import Request
 
 
@@ -92,12 +92,7 @@ class Contrastive(FusedDecodingStrategy):
                 "contrastive: the expert must not be one of the amateurs, and there must be at least one "
                 f"amateur (expert {expert.name!r}, amateurs: {', '.join(m.name for m in amateurs) or 'none'})"
             )
-        unknown = sorted(set(self.shares or {}) - {m.name for m in amateurs})
-        if unknown:
-            raise ConfigError(
-                f"contrastive.shares: no amateur is named {', '.join(map(repr, unknown))}; the amateurs "
-                f"are: {', '.join(m.name for m in amateurs)}"
-            )
+        require_known("contrastive.shares", self.shares or {}, [m.name for m in amateurs], "amateur")
 
     async def request_weights(
         self, ctxs: Sequence[RunContext], members: Sequence[Member], requests: Sequence[Request]

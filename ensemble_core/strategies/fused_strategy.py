@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ensemble_core.alignment import Alignment
 from ensemble_core.asyncio_bridge import aiterate_blocking, to_thread
+from ensemble_core.errors import ConfigError
 from ensemble_core.fused_decoding import FusedDecoding, RowOutcome, require_tokenizer
 from ensemble_core.members.base import Capability, Member
 from ensemble_core.members.step import StepSession
@@ -174,6 +175,14 @@ class FusedDecodingStrategy(Strategy):
             usage=Usage(),
         )
         return ctx.result(generation, reason=reason, **details)
+
+
+def require_known(field: str, named: Iterable[str], known: Sequence[str], role: str) -> None:
+    """A `ConfigError` when a parameter (`field`) names members that are not among the `role` members."""
+    unknown = sorted(set(named) - set(known))
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise ConfigError(f"{field}: no {role} is named {names}; the {role}s are: {', '.join(known)}")
 
 
 def _row_texts(decoding: FusedDecoding) -> Iterator[str]:

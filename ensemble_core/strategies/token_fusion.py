@@ -17,14 +17,13 @@ from pydantic import Field, field_validator
 
 from ensemble_core.alignment import Alignment
 from ensemble_core.asyncio_bridge import to_thread
-from ensemble_core.errors import ConfigError
 from ensemble_core.fused_decoding import member_alignment
 from ensemble_core.members.base import Member
 from ensemble_core.mixing import Mixer, Mixing
 from ensemble_core.run_context import RunContext
 from ensemble_core.scoring.packllm import FusedPromptPerplexity, opt_weights, sim_weights
 from ensemble_core.scoring.perplexity import prompt_perplexities
-from ensemble_core.strategies.fused_strategy import FusedDecodingStrategy
+from ensemble_core.strategies.fused_strategy import FusedDecodingStrategy, require_known
 from ensemble_core.types import Request
 
 WeightMethod = Literal["uniform", "packllm-sim", "packllm-opt"]
@@ -79,12 +78,7 @@ class TokenFusion(FusedDecodingStrategy):
         super().check(members)
         if isinstance(self.weights, dict):
             used = [m.name for m in self.members_used(list(members.values()))]
-            unknown = sorted(set(self.weights) - set(used))
-            if unknown:
-                raise ConfigError(
-                    f"token-fusion.weights: no fused member is named {', '.join(map(repr, unknown))}; the "
-                    f"fused members are: {', '.join(used)}"
-                )
+            require_known("token-fusion.weights", self.weights, used, "fused member")
 
     # weights
     # ------------------------------------------------------------------------------------------------------
