@@ -110,6 +110,6 @@ class Contrastive(FusedDecodingStrategy):
 
     def describe(self, members: Sequence[Member], weights: list[float]) -> tuple[str, dict[str, Any]]:
         expert, amateurs = members[-1], members[:-1]
-        names = ", ".join(f"{m.name} {w:.2f}" for m, w in zip(amateurs, weights, strict=False))
+        names = ", ".join(f"{m.name} {w:.2f}" for m, w in zip(amateurs, weights[:-1], strict=True))
         reason = f"contrastive decoding ({expert.name} minus {names}; beta {self.beta}, alpha {self.alpha})"
         return reason, {"expert": expert.name, "beta": self.beta, "alpha": self.alpha}

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from ensemble_core.config import load_config
-from ensemble_core.eval.choice_methods import ConditionalLogit, fit_cross_validated
+from ensemble_core.eval.choice_methods import ConditionalLogit, FittedCombination, fit_cross_validated
 from ensemble_core.eval.choice_scoring import ChoiceScores
 from ensemble_core.eval.datasets import load_dataset
 from ensemble_core.eval.items import ChoiceItem
 from ensemble_core.eval.splits import Split
 from ensemble_core.eval.tune import choose, summarise, tune, write_config
 from ensemble_core.eval.tune_report import markdown
-from ensemble_core.eval.tuning import routed, tune_choices
+from ensemble_core.eval.tuning import _contrastive_config, routed, tune_choices
 from ensemble_core.members.scripted import ScriptedMember
 from ensemble_core.strategies import build_strategy
 
@@ -154,6 +154,28 @@ def test_a_contrastive_fit_is_written_as_contrastive_decoding_that_ranks_choices
         assert (int(np.argmax((1 + beta) * expert - beta * amateur)) == item.gold) == right
     assert fit.test_accuracy > next(m for m in methods if m.label == "single:expert").test_accuracy
     assert build_strategy(fit.strategy["name"], params).expert == "expert"
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        ([-1.0, 3.0], {"expert": "b", "beta": 0.5}),  # 3 log p_b - log p_a ranks as 1.5 log p_b - 0.5 log p_a
+        ([-2.0, 1.0], None),  # more is subtracted than added: no beta ranks choices that way
+        ([1.0, 3.0], None),  # nothing subtracted: that is token fusion, not contrast
+    ],
+)
+def test_only_a_fit_with_one_expert_outweighing_its_amateurs_is_written_as_contrastive(weights, expected):
+    fitted = FittedCombination(
+        members=["a", "b"],
+        kind="calibrated",
+        logit=ConditionalLogit(weights=weights, scale=[1.0, 1.0], l2=0.1),
+    )
+    config = _contrastive_config(fitted)
+    if expected is None:
+        assert config is None
+    else:
+        assert config is not None and config["params"]["members"] == ["a"]
+        assert {k: config["params"][k] for k in expected} == pytest.approx(expected)
 
 
 def test_an_answer_set_is_tuned_from_records_and_the_chosen_config_builds(tmp_path):
