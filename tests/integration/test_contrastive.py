@@ -15,7 +15,7 @@ QUESTION = "What is the capital of France?"
 
 
 @pytest.mark.parametrize("amateur", ["qwen05", "gemma3"])
-def test_qwen15_contrasted_with_a_smaller_member_answers_and_streams(request, qwen15, amateur):
+def test_qwen15_contrasted_with_a_smaller_member_answers(request, qwen15, amateur):
     members = [request.getfixturevalue(amateur), qwen15]
     ens = Ensemble(members, Contrastive(beta=0.5))
     result = ens.run(QUESTION, max_tokens=16)
@@ -27,8 +27,6 @@ def test_qwen15_contrasted_with_a_smaller_member_answers_and_streams(request, qw
     assert details["tokenizers"].startswith("shared" if amateur == "qwen05" else "union vocabulary")
     assert 0 < details["agreement"]["qwen15"] <= details["fused_tokens"]
     assert {c.member for c in result.trace.calls} == {amateur, "qwen15"}
-    deltas = list(ens.stream(QUESTION, max_tokens=16))
-    assert "".join(d.text for d in deltas[:-1]) == result.text
 
 
 def test_a_forced_tool_call_keeps_to_the_grammar(qwen05, qwen15):
