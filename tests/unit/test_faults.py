@@ -91,11 +91,18 @@ FAULTS = ["raises", "hangs", "empty", "dies"]
 def test_every_response_level_strategy_is_covered():
     from ensemble_core.strategies.registry import STRATEGIES as REGISTERED
 
-    # single has no other member; token-fusion's and speculative's faults are tested with step members in
-    # their own tests (a failing drafter leaves the verifier to answer alone; a failing verifier fails the
-    # request, since the answer is the verifier's); learned-router needs a fitted model (its fallback on
-    # failure is the shared router code tested here).
-    assert set(REGISTERED) - set(STRATEGIES) == {"single", "token-fusion", "speculative", "learned-router"}
+    # single has no other member; token-fusion's, contrastive's and speculative's faults are tested with step
+    # members in their own tests (a failing drafter leaves the verifier to answer alone; a failing verifier
+    # fails the request, since the answer is the verifier's; a failing amateur leaves the expert, a failing
+    # expert the amateurs); learned-router needs a fitted model (its fallback on failure is the shared router
+    # code tested here).
+    assert set(REGISTERED) - set(STRATEGIES) == {
+        "single",
+        "token-fusion",
+        "contrastive",
+        "speculative",
+        "learned-router",
+    }
 
 
 def _ensemble(strategy: str, fault: str) -> Ensemble:
